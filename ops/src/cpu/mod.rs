@@ -1,0 +1,90 @@
+//! CPU kernels shared by several ops: the blocked matrix multiply and the
+//! parallel loops that spread elementwise and row-wise work over rayon's threads.
+
+pub mod gemm;
+
+use rayon::prelude::*;
+
+use crate::Element;
+
+/// Below this many elements a loop runs on one thread: spawning costs more than it saves.
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
+/// `f` applied to every element, in parallel for large inputs.
+pub fn map<T: Element, U: Element>(x: &[T], f: impl Fn(T) -> U + Sync + Send) -> Vec<U> {
+    if x.len() >= PARALLEL_MIN_ELEMENTS {
+        x.par_iter().with_min_len(4096).map(|&v| f(v)).collect()
+    } else {
+        x.iter().map(|&v| f(v)).collect()
+    }
+}
+
+/// `f` applied pairwise to two equally long slices, in parallel for large inputs.
+pub fn zip_map<T: Element, U: Element>(
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T) -> U + Sync + Send,
+) -> Vec<U> {
+    debug_assert_eq!(a.len(), b.len());
+    if a.len() >= PARALLEL_MIN_ELEMENTS {
+        a.par_iter()
+            .zip(b.par_iter())
+            .with_min_len(4096)
+            .map(|(&x, &y)| f(x, y))
+            .collect()
+    } else {
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    }
+}
+
+/// Calls `f(row_index, row)` for every row of `out` (rows of `row_len`
+/// elements), in parallel when the total is large.
+pub fn for_each_row<T: Element>(
+    out: &mut [T],
+    row_len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if row_len == 0 {
+        return;
+    }
+    if out.len() >= PARALLEL_MIN_ELEMENTS {
+        let rows_per_task = (PARALLEL_MIN_ELEMENTS / 8 / row_len).max(1);
+        out.par_chunks_mut(row_len)
+            .with_min_len(rows_per_task)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    } else {
+        out.chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    }
+}
+
+/// `Tensor` of `f(x)` for every element `x` of `$t`; inside `f`, `T` is the element type.
+#[macro_export]
+macro_rules! map_elements {
+    ($t:expr, |$x:ident| $body:expr) => {{
+        let t: &$crate::Tensor = $t;
+        $crate::with_dtype!(t.dtype(), T => {
+            $crate::Tensor::from_vec($crate::cpu::map(t.data::<T>()?, |$x: T| $body), t.shape())
+        })
+    }};
+}
+
+/// `Tensor` of `f(x, y)` over two tensors of the same shape and dtype.
+#[macro_export]
+macro_rules! zip_elements {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {{
+        let (a, b): (&$crate::Tensor, &$crate::Tensor) = ($a, $b);
+        if a.shape() != b.shape() {
+            Err($crate::Error::Shape {
+                op: "zip_elements",
+                message: format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
+            })
+        } else {
+            $crate::with_dtype!(a.dtype(), T => {
+                $crate::Tensor::from_vec($crate::cpu::zip_map(a.data::<T>()?, b.data::<T>()?, |$x: T, $y: T| $body), a.shape())
+            })
+        }
+    }};
+}

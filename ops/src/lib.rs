@@ -1,0 +1,43 @@
+//! The tensor and the ops that a Vision Transformer and MSN need, and no more.
+//!
+//! One [`Tensor`] type: a shape, a dtype chosen at run time (f32, or f64 for
+//! gradient checks) and a device (the CPU for now). Every op lives in one module
+//! under [`ops`](crate::ops) with its documentation (shapes, the PyTorch
+//! equivalent), its forward, its backward rule and its kernels. Ops record onto
+//! a caller-owned [`Tape`] only when one of their inputs is tracked by it.
+//!
+//! [`checks`] is the gradient-check suite: one random case generator per op,
+//! shared by the property tests and `msn gradcheck`.
+
+pub mod checks;
+pub mod cpu;
+mod device;
+mod dtype;
+mod error;
+mod grad;
+pub mod ops;
+mod shape;
+mod storage;
+mod tensor;
+
+pub use autograd::{Gradients, Tape};
+
+/// The traits that generic kernel code calls through (`T::zero()`, `x.exp()`),
+/// brought into scope by [`with_dtype!`].
+#[doc(hidden)]
+pub mod dtype_traits {
+    pub use crate::Element;
+    pub use num_traits::{Float, One, Zero};
+}
+pub use device::Device;
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use ops::batch_norm::BatchStats;
+pub use shape::{broadcast_shapes, numel};
+pub use storage::Storage;
+pub use tensor::Tensor;
+
+/// The tape over tensors.
+pub type TensorTape = Tape<Tensor>;
+/// Gradients of a tensor tape's leaves.
+pub type TensorGrads = Gradients<Tensor>;

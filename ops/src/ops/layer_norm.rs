@@ -1,0 +1,142 @@
+//! `layer_norm` over the last axis, with affine weight and bias, fused.
+//!
+//! Shapes: `x: [.., d]`, `weight, bias: [d]` → `[.., d]`. PyTorch:
+//! `F.layer_norm(x, (d,), weight, bias, eps)` (biased variance). One pass per
+//! row computes mean and 1/σ and writes the output. Saves `x`, the per-row mean
+//! and 1/σ, and the weight. Backward, with `x̂ = (x − μ)/σ` and `h = g·γ`:
+//! `dx = (h − mean(h) − x̂·mean(h·x̂)) / σ`, `dγ = Σ_rows g·x̂`, `dβ = Σ_rows g`.
+
+use rayon::prelude::*;
+
+use crate::error::shape_err;
+use crate::{with_dtype, Element, Error, Result, Tensor};
+
+/// Per-row mean and 1/σ.
+fn row_stats<T: Element>(row: &[T], eps: f64) -> (T, T) {
+    let n = T::from_f64(row.len() as f64);
+    let mean = row.iter().copied().sum::<T>() / n;
+    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
+    (mean, (var + T::from_f64(eps)).sqrt().recip())
+}
+
+struct Saved {
+    x: Tensor,
+    weight: Tensor,
+    mean: Vec<f64>,
+    rstd: Vec<f64>,
+}
+
+fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Tensor>>> {
+    let (x, gv, w) = (s.x.data::<T>()?, g.data::<T>()?, s.weight.data::<T>()?);
+    let rows = x.len() / d;
+    let mut dx = vec![T::zero(); x.len()];
+    crate::cpu::for_each_row(&mut dx, d, |r, out| {
+        let (xr, gr) = (&x[r * d..(r + 1) * d], &gv[r * d..(r + 1) * d]);
+        let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
+        let (mut sum_h, mut sum_hx) = (T::zero(), T::zero());
+        for j in 0..d {
+            let h = gr[j] * w[j];
+            sum_h += h;
+            sum_hx += h * (xr[j] - mean) * rstd;
+        }
+        let inv_d = T::from_f64(1.0 / d as f64);
+        let (mean_h, mean_hx) = (sum_h * inv_d, sum_hx * inv_d);
+        for j in 0..d {
+            let xhat = (xr[j] - mean) * rstd;
+            out[j] = (gr[j] * w[j] - mean_h - xhat * mean_hx) * rstd;
+        }
+    });
+    // Parameter gradients: partial sums over blocks of rows, then combined.
+    let block = 256;
+    let partials: Vec<(Vec<T>, Vec<T>)> = (0..rows.div_ceil(block))
+        .into_par_iter()
+        .map(|b| {
+            let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
+            for r in b * block..((b + 1) * block).min(rows) {
+                let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
+                for j in 0..d {
+                    let gj = gv[r * d + j];
+                    dw[j] += gj * (x[r * d + j] - mean) * rstd;
+                    db[j] += gj;
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
+    for (pw, pb) in partials {
+        for j in 0..d {
+            dw[j] += pw[j];
+            db[j] += pb[j];
+        }
+    }
+    Ok(vec![
+        Some(Tensor::from_vec(dx, s.x.shape())?),
+        Some(Tensor::from_vec(dw, &[d])?),
+        Some(Tensor::from_vec(db, &[d])?),
+    ])
+}
+
+impl Tensor {
+    pub fn layer_norm(&self, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+        const OP: &str = "layer_norm";
+        let d = *self
+            .shape()
+            .last()
+            .ok_or_else(|| shape_err!(OP, "input needs at least 1 dimension"))?;
+        if weight.shape() != [d] || bias.shape() != [d] {
+            return Err(shape_err!(
+                OP,
+                "weight {:?} and bias {:?} must both be [{}] for input {:?}",
+                weight.shape(),
+                bias.shape(),
+                d,
+                self.shape()
+            ));
+        }
+        for t in [weight, bias] {
+            if t.dtype() != self.dtype() {
+                return Err(Error::DType {
+                    op: OP,
+                    lhs: self.dtype(),
+                    rhs: t.dtype(),
+                });
+            }
+        }
+        let rows = self.numel() / d.max(1);
+        let (out, mean, rstd) = with_dtype!(self.dtype(), T => {
+            let (x, w, b) = (self.data::<T>()?, weight.data::<T>()?, bias.data::<T>()?);
+            let mut out = vec![T::zero(); x.len()];
+            let mut stats = vec![(0.0, 0.0); rows];
+            let compute = |r: usize, row: &mut [T]| -> (f64, f64) {
+                let xr = &x[r * d..(r + 1) * d];
+                let (mean, rstd) = row_stats(xr, eps);
+                for j in 0..d {
+                    row[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+                }
+                (mean.to_f64(), rstd.to_f64())
+            };
+            if d > 0 {
+                out.par_chunks_mut(d)
+                    .zip(stats.par_iter_mut())
+                    .enumerate()
+                    .with_min_len(64)
+                    .for_each(|(r, (row, st))| *st = compute(r, row));
+            }
+            let (mean, rstd): (Vec<f64>, Vec<f64>) = stats.into_iter().unzip();
+            (Tensor::from_vec(out, self.shape())?, mean, rstd)
+        });
+        let saved = Saved {
+            x: self.detach(),
+            weight: weight.detach(),
+            mean,
+            rstd,
+        };
+        crate::grad::record(
+            OP,
+            &[self, weight, bias],
+            out,
+            move |g| with_dtype!(g.dtype(), T => backward::<T>(&saved, g, d)),
+        )
+    }
+}

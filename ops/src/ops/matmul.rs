@@ -1,0 +1,141 @@
+//! `matmul`: matrix products, 2-D and batched, with either operand transposed.
+//!
+//! Shapes: `op(a): [.., m, k]`, `op(b): [.., k, n]` → `[.., m, n]`, where `op`
+//! transposes the last two axes when asked. Batch axes must be equal, or `b`
+//! may be 2-D (shared by every batch entry). PyTorch: `a @ b`,
+//! `a @ b.transpose(-2, -1)`, `a.transpose(-2, -1) @ b`. Saves both inputs.
+//! Backward (for `C = A·B`): `dA = dC·Bᵀ`, `dB = Aᵀ·dC`, written with this
+//! same op and its transpose flags so that no transposed copy is ever made.
+
+use rayon::prelude::*;
+
+use crate::cpu::gemm::{gemm, GemmElement, MatRef};
+use crate::error::shape_err;
+use crate::{with_dtype, Error, Result, Tensor};
+
+fn matmul_kernel<T: GemmElement>(
+    a: &[T],
+    b: &[T],
+    batch: usize,
+    (m, n, k): (usize, usize, usize),
+    (ta, tb): (bool, bool),
+) -> Vec<T> {
+    let mut c = vec![T::zero(); batch * m * n];
+    let a_cols = if ta { m } else { k };
+    let b_cols = if tb { k } else { n };
+    let one = |(i, c_i): (usize, &mut [T]), parallel: bool| {
+        let a_i = MatRef::new(&a[i * m * k..(i + 1) * m * k], a_cols, ta);
+        let b_i = MatRef::new(&b[i * k * n..(i + 1) * k * n], b_cols, tb);
+        gemm(m, n, k, a_i, b_i, c_i, parallel);
+    };
+    if batch > 1 && batch >= rayon::current_num_threads() {
+        c.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|job| one(job, false));
+    } else {
+        c.chunks_mut(m * n)
+            .enumerate()
+            .for_each(|job| one(job, true));
+    }
+    c
+}
+
+impl Tensor {
+    /// `self · other`.
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        self.matmul_with(other, false, false)
+    }
+
+    /// `self · otherᵀ` (transposing the last two axes of `other`).
+    pub fn matmul_nt(&self, other: &Tensor) -> Result<Tensor> {
+        self.matmul_with(other, false, true)
+    }
+
+    /// `selfᵀ · other`.
+    pub fn matmul_tn(&self, other: &Tensor) -> Result<Tensor> {
+        self.matmul_with(other, true, false)
+    }
+
+    /// `op(self) · op(other)`, where `op` transposes the last two axes when the flag is set.
+    pub fn matmul_with(&self, other: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
+        const OP: &str = "matmul";
+        if self.dtype() != other.dtype() {
+            return Err(Error::DType {
+                op: OP,
+                lhs: self.dtype(),
+                rhs: other.dtype(),
+            });
+        }
+        let (ra, rb) = (self.rank(), other.rank());
+        if ra < 2 || rb < 2 {
+            return Err(shape_err!(
+                OP,
+                "operands need at least 2 dimensions, got {:?} and {:?}",
+                self.shape(),
+                other.shape()
+            ));
+        }
+        // A batch of rows times one shared matrix is a single 2-D product.
+        if rb == 2 && ra > 2 && !ta {
+            let k = self.shape()[ra - 1];
+            let flat = self.reshape(&[self.numel() / k, k])?;
+            let product = flat.matmul_with(other, false, tb)?;
+            let mut shape = self.shape().to_vec();
+            shape[ra - 1] = product.shape()[1];
+            return product.reshape(&shape);
+        }
+        let (sa, sb) = (self.shape(), other.shape());
+        let (m, ka) = if ta {
+            (sa[ra - 1], sa[ra - 2])
+        } else {
+            (sa[ra - 2], sa[ra - 1])
+        };
+        let (kb, n) = if tb {
+            (sb[rb - 1], sb[rb - 2])
+        } else {
+            (sb[rb - 2], sb[rb - 1])
+        };
+        let batch_shape = &sa[..ra - 2];
+        if ka != kb || batch_shape != &sb[..rb - 2] {
+            return Err(shape_err!(
+                OP,
+                "cannot multiply {:?}{} by {:?}{}: inner sizes {} and {} must match and batch axes be equal",
+                sa,
+                if ta { "ᵀ" } else { "" },
+                sb,
+                if tb { "ᵀ" } else { "" },
+                ka,
+                kb
+            ));
+        }
+        let batch: usize = batch_shape.iter().product();
+        let mut out_shape = batch_shape.to_vec();
+        out_shape.extend([m, n]);
+        let out = with_dtype!(self.dtype(), T => {
+            let c = matmul_kernel(self.data::<T>()?, other.data::<T>()?, batch, (m, n, ka), (ta, tb));
+            Tensor::from_vec(c, &out_shape)?
+        });
+        let (a, b) = (self.detach(), other.detach());
+        crate::grad::record(OP, &[self, other], out, move |g| {
+            let (da, db) = match (ta, tb) {
+                (false, false) => (
+                    g.matmul_with(&b, false, true)?,
+                    a.matmul_with(g, true, false)?,
+                ),
+                (false, true) => (
+                    g.matmul_with(&b, false, false)?,
+                    g.matmul_with(&a, true, false)?,
+                ),
+                (true, false) => (
+                    b.matmul_with(g, false, true)?,
+                    a.matmul_with(g, false, false)?,
+                ),
+                (true, true) => (
+                    b.matmul_with(g, true, true)?,
+                    g.matmul_with(&a, true, true)?,
+                ),
+            };
+            Ok(vec![Some(da), Some(db)])
+        })
+    }
+}

@@ -1,0 +1,94 @@
+//! `softmax` and `log_softmax` along the last axis, each one fused row pass.
+//!
+//! Shapes: `[.., n]` → `[.., n]`. PyTorch: `x.softmax(-1)`, `x.log_softmax(-1)`.
+//! Both subtract the row maximum first, so no exponential overflows. Each
+//! saves only its output. Backward: softmax `dx = y·(g − Σ g·y)`; log-softmax
+//! `dx = g − eʸ·Σ g`.
+
+use crate::error::shape_err;
+use crate::{with_dtype, Element, Result, Tensor};
+
+/// Writes `softmax(row)` (or `log_softmax` when `log`) into `out`.
+pub(crate) fn softmax_row<T: Element>(x: &[T], out: &mut [T], log: bool) {
+    let max = x.iter().copied().fold(T::neg_infinity(), T::max);
+    let mut sum = T::zero();
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v - max).exp();
+        sum += *o;
+    }
+    if log {
+        let log_sum = sum.ln() + max;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v - log_sum;
+        }
+    } else {
+        let inv = sum.recip();
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+fn row_len(op: &'static str, t: &Tensor) -> Result<usize> {
+    match t.shape().last() {
+        Some(&n) if n > 0 => Ok(n),
+        _ => Err(shape_err!(
+            op,
+            "needs a non-empty last axis, got {:?}",
+            t.shape()
+        )),
+    }
+}
+
+fn forward(t: &Tensor, n: usize, log: bool) -> Result<Tensor> {
+    with_dtype!(t.dtype(), T => {
+        let x = t.data::<T>()?;
+        let mut out = vec![T::zero(); x.len()];
+        crate::cpu::for_each_row(&mut out, n, |r, row| softmax_row(&x[r * n..(r + 1) * n], row, log));
+        Tensor::from_vec(out, t.shape())
+    })
+}
+
+impl Tensor {
+    pub fn softmax(&self) -> Result<Tensor> {
+        let n = row_len("softmax", self)?;
+        let out = forward(self, n, false)?;
+        let y = out.clone();
+        crate::grad::record("softmax", &[self], out, move |g| {
+            let dx = with_dtype!(g.dtype(), T => {
+                let (gv, yv) = (g.data::<T>()?, y.data::<T>()?);
+                let mut dx = vec![T::zero(); gv.len()];
+                crate::cpu::for_each_row(&mut dx, n, |r, row| {
+                    let (gr, yr) = (&gv[r * n..(r + 1) * n], &yv[r * n..(r + 1) * n]);
+                    let dot: T = gr.iter().zip(yr).map(|(&a, &b)| a * b).sum();
+                    for ((d, &gi), &yi) in row.iter_mut().zip(gr).zip(yr) {
+                        *d = yi * (gi - dot);
+                    }
+                });
+                Tensor::from_vec(dx, g.shape())?
+            });
+            Ok(vec![Some(dx)])
+        })
+    }
+
+    pub fn log_softmax(&self) -> Result<Tensor> {
+        let n = row_len("log_softmax", self)?;
+        let out = forward(self, n, true)?;
+        let y = out.clone();
+        crate::grad::record("log_softmax", &[self], out, move |g| {
+            let dx = with_dtype!(g.dtype(), T => {
+                let (gv, yv) = (g.data::<T>()?, y.data::<T>()?);
+                let mut dx = vec![T::zero(); gv.len()];
+                crate::cpu::for_each_row(&mut dx, n, |r, row| {
+                    let (gr, yr) = (&gv[r * n..(r + 1) * n], &yv[r * n..(r + 1) * n]);
+                    let total: T = gr.iter().copied().sum();
+                    for ((d, &gi), &yi) in row.iter_mut().zip(gr).zip(yr) {
+                        *d = gi - yi.exp() * total;
+                    }
+                });
+                Tensor::from_vec(dx, g.shape())?
+            });
+            Ok(vec![Some(dx)])
+        })
+    }
+}
