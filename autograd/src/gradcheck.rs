@@ -103,7 +103,7 @@ where
     let tape = Tape::new();
     let watched: Vec<V> = plain.iter().map(|v| tape.watch(v)).collect();
     let tracked_output = f(&watched).map_err(Error::Value)?;
-    let seed = tracked_output.from_f64_like(&cotangent);
+    let seed = tracked_output.with_f64_values(&cotangent);
     let grads = tape.backward_with(&tracked_output, seed)?;
 
     let mut report = GradCheckReport::default();
@@ -118,10 +118,10 @@ where
             let h = tolerance.step * values[element].abs().max(1.0);
             let mut args = plain.clone();
             perturbed[element] = values[element] + h;
-            args[input_index] = input.from_f64_like(&perturbed);
+            args[input_index] = input.with_f64_values(&perturbed);
             let plus = contracted(&args)?;
             perturbed[element] = values[element] - h;
-            args[input_index] = input.from_f64_like(&perturbed);
+            args[input_index] = input.with_f64_values(&perturbed);
             let minus = contracted(&args)?;
             perturbed[element] = values[element];
             let numeric = (plus - minus) / (2.0 * h);

@@ -185,8 +185,10 @@ impl<V: Value> Tape<V> {
         let Some(tape) = Self::tape_of(inputs)? else {
             return Ok(output.detach());
         };
+        // A tape that has run backward is finished: values computed from its
+        // tracked tensors afterwards are plain values.
         if tape.lock().has_run {
-            return Err(Error::AlreadyRun);
+            return Ok(output.detach());
         }
         let id = tape.push(op, Self::input_slots(inputs), rule);
         Ok(output.detach().with_var(Var { tape, id }))

@@ -27,5 +27,5 @@ pub trait Value: Clone + Send + Sync + Sized + 'static {
 pub trait Probe: Value {
     fn to_f64_vec(&self) -> Vec<f64>;
     /// A value shaped like `self` holding `data`.
-    fn from_f64_like(&self, data: &[f64]) -> Self;
+    fn with_f64_values(&self, data: &[f64]) -> Self;
 }

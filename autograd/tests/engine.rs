@@ -53,7 +53,7 @@ impl Probe for Vector {
     fn to_f64_vec(&self) -> Vec<f64> {
         self.data.clone()
     }
-    fn from_f64_like(&self, data: &[f64]) -> Self {
+    fn with_f64_values(&self, data: &[f64]) -> Self {
         vector(data)
     }
 }

@@ -33,7 +33,7 @@ impl Probe for Tensor {
     fn to_f64_vec(&self) -> Vec<f64> {
         Tensor::to_vec_f64(self)
     }
-    fn from_f64_like(&self, data: &[f64]) -> Self {
+    fn with_f64_values(&self, data: &[f64]) -> Self {
         Tensor::from_f64s(data, Tensor::shape(self), self.dtype()).expect("same length as self")
     }
 }

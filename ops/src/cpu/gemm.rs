@@ -79,9 +79,111 @@ fn detect_isa() -> Isa {
     })
 }
 
-/// Element types the multiply is tuned for; picks the register tile per ISA.
+/// A register-tiled micro-kernel: the `MR×NR` tile of `A_panel·B_panel`, where
+/// the panels hold `kc` steps of `MR` (A) and `NR` (B) packed values.
+trait MicroKernel<T>: Send + Sync {
+    const MR: usize;
+    const NR: usize;
+    /// Writes the tile row-major into `tile` (`MR·NR` values).
+    ///
+    /// # Safety
+    /// The CPU must support the instruction set the kernel was written for.
+    unsafe fn tile(a_panel: &[T], b_panel: &[T], tile: &mut [T]);
+}
+
+/// Plain Rust over fixed-size arrays; the compiler vectorises it for whatever
+/// instruction set the calling row block was compiled for.
+struct Portable<const MR: usize, const NR: usize>;
+
+impl<T: Element, const MR: usize, const NR: usize> MicroKernel<T> for Portable<MR, NR> {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    #[inline(always)]
+    unsafe fn tile(a_panel: &[T], b_panel: &[T], tile: &mut [T]) {
+        let mut acc = [[T::zero(); NR]; MR];
+        for (a_col, b_row) in a_panel.chunks_exact(MR).zip(b_panel.chunks_exact(NR)) {
+            for i in 0..MR {
+                let ai = a_col[i];
+                for j in 0..NR {
+                    acc[i][j] = ai.mul_add(b_row[j], acc[i][j]);
+                }
+            }
+        }
+        for (row, acc_row) in tile.chunks_exact_mut(NR).zip(&acc) {
+            row.copy_from_slice(acc_row);
+        }
+    }
+}
+
+/// f32 on AVX-512: an 8×32 tile in 16 zmm accumulators; each k step loads two
+/// vectors of B and broadcasts eight values of A straight into the FMAs.
+#[cfg(target_arch = "x86_64")]
+struct Avx512F32;
+
+#[cfg(target_arch = "x86_64")]
+impl MicroKernel<f32> for Avx512F32 {
+    const MR: usize = 8;
+    const NR: usize = 32;
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile(a_panel: &[f32], b_panel: &[f32], tile: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let kc = a_panel.len() / 8;
+        debug_assert!(b_panel.len() >= kc * 32 && tile.len() >= 8 * 32);
+        let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(p * 8 + i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        let out = tile.as_mut_ptr();
+        for (i, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.add(i * 32), row[0]);
+            _mm512_storeu_ps(out.add(i * 32 + 16), row[1]);
+        }
+    }
+}
+
+/// f32 on AVX2: a 6×16 tile in 12 ymm accumulators.
+#[cfg(target_arch = "x86_64")]
+struct Avx2F32;
+
+#[cfg(target_arch = "x86_64")]
+impl MicroKernel<f32> for Avx2F32 {
+    const MR: usize = 6;
+    const NR: usize = 16;
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile(a_panel: &[f32], b_panel: &[f32], tile: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let kc = a_panel.len() / 6;
+        debug_assert!(b_panel.len() >= kc * 16 && tile.len() >= 6 * 16);
+        let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_set1_ps(*a.add(p * 6 + i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        let out = tile.as_mut_ptr();
+        for (i, row) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(i * 16), row[0]);
+            _mm256_storeu_ps(out.add(i * 16 + 8), row[1]);
+        }
+    }
+}
+
+/// Element types the multiply is tuned for; picks the micro-kernel per ISA.
 pub trait GemmElement: Element {
-    #[allow(clippy::too_many_arguments)]
     fn gemm_dispatch(
         m: usize,
         n: usize,
@@ -104,9 +206,11 @@ impl GemmElement for f32 {
         parallel: bool,
     ) {
         match detect_isa() {
-            Isa::Avx512 => blocked::<f32, 8, 32>(Isa::Avx512, m, n, k, a, b, c, parallel),
-            Isa::Avx2Fma => blocked::<f32, 6, 16>(Isa::Avx2Fma, m, n, k, a, b, c, parallel),
-            Isa::Portable => blocked::<f32, 4, 8>(Isa::Portable, m, n, k, a, b, c, parallel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => blocked::<f32, Avx512F32>(Isa::Avx512, m, n, k, a, b, c, parallel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => blocked::<f32, Avx2F32>(Isa::Avx2Fma, m, n, k, a, b, c, parallel),
+            _ => blocked::<f32, Portable<4, 8>>(Isa::Portable, m, n, k, a, b, c, parallel),
         }
     }
 }
@@ -121,10 +225,16 @@ impl GemmElement for f64 {
         c: &mut [f64],
         parallel: bool,
     ) {
+        // f64 serves gradient checks on small shapes: the portable kernel, compiled
+        // for the detected ISA, is enough.
         match detect_isa() {
-            Isa::Avx512 => blocked::<f64, 8, 16>(Isa::Avx512, m, n, k, a, b, c, parallel),
-            Isa::Avx2Fma => blocked::<f64, 6, 8>(Isa::Avx2Fma, m, n, k, a, b, c, parallel),
-            Isa::Portable => blocked::<f64, 4, 4>(Isa::Portable, m, n, k, a, b, c, parallel),
+            Isa::Avx512 => blocked::<f64, Portable<8, 16>>(Isa::Avx512, m, n, k, a, b, c, parallel),
+            Isa::Avx2Fma => {
+                blocked::<f64, Portable<6, 8>>(Isa::Avx2Fma, m, n, k, a, b, c, parallel)
+            }
+            Isa::Portable => {
+                blocked::<f64, Portable<4, 4>>(Isa::Portable, m, n, k, a, b, c, parallel)
+            }
         }
     }
 }
@@ -149,7 +259,7 @@ pub fn gemm<T: GemmElement>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn blocked<T: Element, const MR: usize, const NR: usize>(
+fn blocked<T: Element, K: MicroKernel<T>>(
     isa: Isa,
     m: usize,
     n: usize,
@@ -159,24 +269,24 @@ fn blocked<T: Element, const MR: usize, const NR: usize>(
     c: &mut [T],
     parallel: bool,
 ) {
-    let n_panels = n.div_ceil(NR);
-    let mut packed_b = vec![T::zero(); n_panels * KC * NR];
+    let nr = K::NR;
+    let n_panels = n.div_ceil(nr);
+    let mut packed_b = vec![T::zero(); n_panels * KC * nr];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        let panels = &mut packed_b[..n_panels * kc * NR];
-        let pack = |(jp, panel): (usize, &mut [T])| pack_b::<T, NR>(b, k0, kc, jp * NR, n, panel);
+        let panels = &mut packed_b[..n_panels * kc * nr];
+        let pack = |(jp, panel): (usize, &mut [T])| pack_b(b, k0, kc, jp * nr, nr, n, panel);
         if parallel && m * n * kc >= crate::cpu::PARALLEL_MIN_ELEMENTS * 8 {
-            panels.par_chunks_mut(kc * NR).enumerate().for_each(pack);
+            panels.par_chunks_mut(kc * nr).enumerate().for_each(pack);
         } else {
-            panels.chunks_mut(kc * NR).enumerate().for_each(pack);
+            panels.chunks_mut(kc * nr).enumerate().for_each(pack);
         }
         let packed_b = &*panels;
         let row_block = |(ib, c_rows): (usize, &mut [T])| {
-            let i0 = ib * MC;
             let mc = c_rows.len() / n;
             let job = RowBlock {
                 a,
-                i0,
+                i0: ib * MC,
                 mc,
                 k0,
                 kc,
@@ -187,10 +297,11 @@ fn blocked<T: Element, const MR: usize, const NR: usize>(
             match isa {
                 // SAFETY: the ISA was detected at run time.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { row_block_avx512::<T, MR, NR>(job) },
+                Isa::Avx512 => unsafe { row_block_avx512::<T, K>(job) },
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2Fma => unsafe { row_block_avx2::<T, MR, NR>(job) },
-                _ => row_block::<T, MR, NR>(job),
+                Isa::Avx2Fma => unsafe { row_block_avx2::<T, K>(job) },
+                // SAFETY: the portable kernel needs no particular ISA.
+                _ => unsafe { row_block::<T, K>(job) },
             }
         };
         if parallel && m > MC {
@@ -201,17 +312,18 @@ fn blocked<T: Element, const MR: usize, const NR: usize>(
     }
 }
 
-/// Packs `kc` rows of B's columns `j0..j0+NR` into `[kc][NR]`, zero-padded past n.
-fn pack_b<T: Element, const NR: usize>(
+/// Packs `kc` rows of B's columns `j0..j0+nr` into `[kc][nr]`, zero-padded past n.
+fn pack_b<T: Element>(
     b: MatRef<T>,
     k0: usize,
     kc: usize,
     j0: usize,
+    nr: usize,
     n: usize,
     out: &mut [T],
 ) {
-    let cols = NR.min(n - j0);
-    for (p, row) in out.chunks_exact_mut(NR).enumerate().take(kc) {
+    let cols = nr.min(n - j0);
+    for (p, row) in out.chunks_exact_mut(nr).enumerate().take(kc) {
         for (jj, slot) in row.iter_mut().enumerate() {
             *slot = if jj < cols {
                 b.at(k0 + p, j0 + jj)
@@ -236,18 +348,20 @@ struct RowBlock<'a, T> {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn row_block_avx512<T: Element, const MR: usize, const NR: usize>(job: RowBlock<T>) {
-    row_block::<T, MR, NR>(job)
+unsafe fn row_block_avx512<T: Element, K: MicroKernel<T>>(job: RowBlock<T>) {
+    row_block::<T, K>(job)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_block_avx2<T: Element, const MR: usize, const NR: usize>(job: RowBlock<T>) {
-    row_block::<T, MR, NR>(job)
+unsafe fn row_block_avx2<T: Element, K: MicroKernel<T>>(job: RowBlock<T>) {
+    row_block::<T, K>(job)
 }
 
+/// Packs this block's rows of A into `MR`-row panels, then runs the
+/// micro-kernel over every (A panel, B panel) pair and adds each tile to C.
 #[inline(always)]
-fn row_block<T: Element, const MR: usize, const NR: usize>(job: RowBlock<T>) {
+unsafe fn row_block<T: Element, K: MicroKernel<T>>(job: RowBlock<T>) {
     let RowBlock {
         a,
         i0,
@@ -258,53 +372,36 @@ fn row_block<T: Element, const MR: usize, const NR: usize>(job: RowBlock<T>) {
         packed_b,
         c_rows,
     } = job;
-    let m_panels = mc.div_ceil(MR);
-    let mut packed_a = vec![T::zero(); m_panels * kc * MR];
-    for (ip, panel) in packed_a.chunks_exact_mut(kc * MR).enumerate() {
-        let rows = MR.min(mc - ip * MR);
-        for (p, col) in panel.chunks_exact_mut(MR).enumerate() {
+    let (mr, nr) = (K::MR, K::NR);
+    let m_panels = mc.div_ceil(mr);
+    let mut packed_a = vec![T::zero(); m_panels * kc * mr];
+    for (ip, panel) in packed_a.chunks_exact_mut(kc * mr).enumerate() {
+        let rows = mr.min(mc - ip * mr);
+        for (p, col) in panel.chunks_exact_mut(mr).enumerate() {
             for (ii, slot) in col.iter_mut().enumerate() {
                 *slot = if ii < rows {
-                    a.at(i0 + ip * MR + ii, k0 + p)
+                    a.at(i0 + ip * mr + ii, k0 + p)
                 } else {
                     T::zero()
                 };
             }
         }
     }
-    for (jp, b_panel) in packed_b.chunks_exact(kc * NR).enumerate() {
-        let j0 = jp * NR;
-        let cols = NR.min(n - j0);
-        for (ip, a_panel) in packed_a.chunks_exact(kc * MR).enumerate() {
-            let rows = MR.min(mc - ip * MR);
-            let tile = micro_kernel::<T, MR, NR>(a_panel, b_panel);
-            for (ii, tile_row) in tile.iter().enumerate().take(rows) {
-                let c_row = &mut c_rows[(ip * MR + ii) * n + j0..][..cols];
+    let mut tile = vec![T::zero(); mr * nr];
+    for (jp, b_panel) in packed_b.chunks_exact(kc * nr).enumerate() {
+        let j0 = jp * nr;
+        let cols = nr.min(n - j0);
+        for (ip, a_panel) in packed_a.chunks_exact(kc * mr).enumerate() {
+            let rows = mr.min(mc - ip * mr);
+            K::tile(a_panel, b_panel, &mut tile);
+            for (ii, tile_row) in tile.chunks_exact(nr).enumerate().take(rows) {
+                let c_row = &mut c_rows[(ip * mr + ii) * n + j0..][..cols];
                 for (c, &t) in c_row.iter_mut().zip(tile_row) {
                     *c += t;
                 }
             }
         }
     }
-}
-
-/// The `MR×NR` tile of `A_panel·B_panel`, accumulated in registers.
-#[inline(always)]
-fn micro_kernel<T: Element, const MR: usize, const NR: usize>(
-    a_panel: &[T],
-    b_panel: &[T],
-) -> [[T; NR]; MR] {
-    let mut acc = [[T::zero(); NR]; MR];
-    for (a_col, b_row) in a_panel.chunks_exact(MR).zip(b_panel.chunks_exact(NR)) {
-        let b_row: &[T; NR] = b_row.try_into().expect("chunks_exact yields NR elements");
-        for i in 0..MR {
-            let ai = a_col[i];
-            for j in 0..NR {
-                acc[i][j] = ai.mul_add(b_row[j], acc[i][j]);
-            }
-        }
-    }
-    acc
 }
 
 #[cfg(test)]
