@@ -1,0 +1,134 @@
+//! The layers of a ViT block: linear, layer norm, attention + MLP block.
+//!
+//! Each layer names its parameters as timm does and lets a caller visit them
+//! (to watch them on a tape, update them, average them, save them).
+
+use ops::{Result, Tensor};
+use rand::Rng;
+
+use crate::init::trunc_normal_02;
+
+/// Calls `f(full name, parameter)` for each parameter under `prefix`.
+pub type Visitor<'a> = dyn FnMut(String, &mut Tensor) + 'a;
+
+pub(crate) fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// `y = x·Wᵀ + b`, weight `[out, in]` as PyTorch stores it.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Truncated-normal(0.02) weight, zero bias.
+    pub fn new(rng: &mut impl Rng, inputs: usize, outputs: usize, bias: bool) -> Self {
+        Linear {
+            weight: trunc_normal_02(rng, &[outputs, inputs]),
+            bias: bias.then(|| Tensor::zeros(&[outputs], ops::DType::F32)),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+
+    pub fn visit(&mut self, prefix: &str, f: &mut Visitor) {
+        f(join(prefix, "weight"), &mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(join(prefix, "bias"), b);
+        }
+    }
+}
+
+/// Layer norm over the last axis with affine parameters.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(width: usize, eps: f64) -> Self {
+        LayerNorm {
+            weight: Tensor::ones(&[width], ops::DType::F32),
+            bias: Tensor::zeros(&[width], ops::DType::F32),
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.layer_norm(&self.weight, &self.bias, self.eps)
+    }
+
+    pub fn visit(&mut self, prefix: &str, f: &mut Visitor) {
+        f(join(prefix, "weight"), &mut self.weight);
+        f(join(prefix, "bias"), &mut self.bias);
+    }
+}
+
+/// A pre-norm transformer block: `x + Attn(LN1(x))`, then `x + MLP(LN2(x))`.
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub norm1: LayerNorm,
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub norm2: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub heads: usize,
+}
+
+impl Block {
+    pub fn new(rng: &mut impl Rng, width: usize, heads: usize, mlp_ratio: usize) -> Self {
+        Block {
+            norm1: LayerNorm::new(width, 1e-6),
+            qkv: Linear::new(rng, width, 3 * width, true),
+            proj: Linear::new(rng, width, width, true),
+            norm2: LayerNorm::new(width, 1e-6),
+            fc1: Linear::new(rng, width, mlp_ratio * width, true),
+            fc2: Linear::new(rng, mlp_ratio * width, width, true),
+            heads,
+        }
+    }
+
+    /// `x: [B, T, D]` → `[B, T, D]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.add(&self.attention(&self.norm1.forward(x)?)?)?;
+        let hidden = self.fc1.forward(&self.norm2.forward(&x)?)?.gelu()?;
+        x.add(&self.fc2.forward(&hidden)?)
+    }
+
+    /// Multi-head self-attention. The qkv projection's rows are
+    /// [q of all heads | k | v], each head's slice contiguous (timm's layout).
+    fn attention(&self, h: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = (h.shape()[0], h.shape()[1], h.shape()[2]);
+        let dh = d / self.heads;
+        let qkv = self
+            .qkv
+            .forward(h)?
+            .reshape(&[b, t, 3, self.heads, dh])?
+            .permute(&[2, 0, 3, 1, 4])?;
+        let part = |i: usize| qkv.narrow(0, i, 1)?.reshape(&[b, self.heads, t, dh]);
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let attended = q.attention(&k, &v, (dh as f64).powf(-0.5))?;
+        let merged = attended.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
+        self.proj.forward(&merged)
+    }
+
+    pub fn visit(&mut self, prefix: &str, f: &mut Visitor) {
+        self.norm1.visit(&join(prefix, "norm1"), f);
+        self.qkv.visit(&join(prefix, "attn.qkv"), f);
+        self.proj.visit(&join(prefix, "attn.proj"), f);
+        self.norm2.visit(&join(prefix, "norm2"), f);
+        self.fc1.visit(&join(prefix, "mlp.fc1"), f);
+        self.fc2.visit(&join(prefix, "mlp.fc2"), f);
+    }
+}
