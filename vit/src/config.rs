@@ -53,7 +53,7 @@ impl VitConfig {
                 "patch size {} must be between 1 and the image size {}",
                 self.patch_size, self.image_size
             ))
-        } else if self.heads == 0 || self.width % self.heads != 0 {
+        } else if self.heads == 0 || !self.width.is_multiple_of(self.heads) {
             Some(format!(
                 "width {} must be a positive multiple of the head count {}",
                 self.width, self.heads
