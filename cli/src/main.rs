@@ -1,6 +1,8 @@
 //! The `msn` command line.
 
 mod gradcheck;
+mod plot;
+mod pretrain;
 
 use std::process::ExitCode;
 
@@ -21,12 +23,15 @@ struct Cli {
 enum Command {
     /// Check every op's backward against finite differences (f64, random shapes).
     Gradcheck(gradcheck::Args),
+    /// Pretrain a ViT with MSN (default: fmnist-tiny on the embedded Fashion-MNIST).
+    Pretrain(Box<pretrain::Args>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Pretrain(args) => pretrain::run(*args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

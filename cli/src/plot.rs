@@ -1,0 +1,52 @@
+//! Plots written as PNG with plotters.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+/// DejaVu Sans, embedded so that plots need no system fonts (licence beside it in `cli/assets/`).
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The embedded font is a valid TrueType file, so registration cannot fail.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// A loss curve: step on x, loss on y.
+pub fn plot_losses(points: &[(u64, f64)], path: &Path, title: &str) -> Result<()> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    register_font();
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+        (lo.min(p.1), hi.max(p.1))
+    });
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let last = points.last().map(|p| p.0).unwrap_or(1).max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0u64..last, (lo - pad)..(hi + pad))
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .draw()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), &BLUE))
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    root.present()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}

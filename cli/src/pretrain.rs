@@ -1,0 +1,288 @@
+//! `msn pretrain`: a full MSN pretraining run with progress, metrics,
+//! checkpoints, resumption and a loss plot.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use msn::checkpoint;
+use msn::config::PretrainConfig;
+use msn::loader::Loader;
+use msn::trainer::{StepMetrics, Trainer};
+
+use crate::plot::plot_losses;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration preset: fmnist-tiny (default) or msn-vit-small-16.
+    #[arg(long, default_value = "fmnist-tiny")]
+    preset: String,
+    /// Data: fashion-mnist[:train|:test], folder:PATH or cifar10:PATH (default: the preset's).
+    #[arg(long)]
+    data: Option<String>,
+    /// Number of updates (default: the preset's).
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<u64>,
+    /// Train for this many passes over the data instead of --steps.
+    #[arg(long)]
+    epochs: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output folder: metrics.jsonl, checkpoint, loss plot.
+    #[arg(long, default_value = "runs/msn")]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Where to compute: cpu (GPU runtimes arrive with the GPU issue).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Fraction of the anchor view's patches dropped.
+    #[arg(long)]
+    patch_drop: Option<f64>,
+    #[arg(long)]
+    focal_views: Option<usize>,
+    #[arg(long)]
+    prototypes: Option<usize>,
+    /// Softmax temperature τ.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Weight λ of the me-max term.
+    #[arg(long)]
+    memax_weight: Option<f64>,
+    /// Checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+}
+
+impl Args {
+    fn overrides_given(&self) -> bool {
+        self.data.is_some()
+            || self.steps.is_some()
+            || self.epochs.is_some()
+            || self.batch_size.is_some()
+            || self.seed.is_some()
+            || self.lr.is_some()
+            || self.patch_drop.is_some()
+            || self.focal_views.is_some()
+            || self.prototypes.is_some()
+            || self.temperature.is_some()
+            || self.memax_weight.is_some()
+    }
+
+    fn config(&self, dataset_len: impl Fn(&str) -> Result<usize>) -> Result<PretrainConfig> {
+        let mut c = PretrainConfig::preset(&self.preset)?;
+        if let Some(d) = &self.data {
+            c.data = d.clone();
+        }
+        macro_rules! set {
+            ($($field:ident => $target:expr),*) => { $(if let Some(v) = self.$field { $target = v; })* };
+        }
+        set!(batch_size => c.batch_size, seed => c.seed, lr => c.lr, patch_drop => c.views.patch_drop,
+             focal_views => c.views.focal_views, prototypes => c.prototypes, temperature => c.loss.temperature,
+             memax_weight => c.loss.memax_weight, steps => c.steps);
+        if let Some(epochs) = self.epochs {
+            if !epochs.is_finite() || epochs <= 0.0 {
+                bail!("--epochs must be positive, got {epochs}");
+            }
+            let per_epoch = (dataset_len(&c.data)? / c.batch_size).max(1);
+            c.steps = (epochs * per_epoch as f64).ceil() as u64;
+        }
+        c.start_lr = c.start_lr.min(c.lr);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Keeps the lines of `metrics.jsonl` up to `step` (a resumed run rewrites what followed its checkpoint).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .collect();
+    std::fs::write(
+        path,
+        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .with_context(|| format!("rewriting {}", path.display()))
+}
+
+fn read_losses(path: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
+        .collect()
+}
+
+fn collapse_warning(m: &StepMetrics, prototypes: usize) -> Option<String> {
+    let uniform = 1.0 / prototypes as f64;
+    if m.protos_used <= 1 {
+        Some(format!("step {}: every target picks the same prototype (protos_used = 1): the run has collapsed", m.step))
+    } else if m.max_target_prob < 1.5 * uniform {
+        Some(format!("step {}: targets are nearly uniform (max_target_prob {:.5} ≈ 1/K): the run may be collapsing", m.step, m.max_target_prob))
+    } else if m.max_target_prob > 0.999 {
+        Some(format!(
+            "step {}: targets are one-hot (max_target_prob {:.4}): the run may be collapsing",
+            m.step, m.max_target_prob
+        ))
+    } else {
+        None
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.device != "cpu" {
+        bail!(
+            "--device {} is not available in this build; expected cpu",
+            args.device
+        );
+    }
+    let mut trainer = if args.resume {
+        if args.overrides_given() {
+            eprintln!("note: --resume continues the stored configuration; other flags are ignored");
+        }
+        checkpoint::load(&args.out)?
+    } else {
+        let config = args.config(|source| Ok(msn::data::open(source)?.len()))?;
+        Trainer::new(config)?
+    };
+    let config = trainer.config.clone();
+    let dataset = Arc::new(msn::data::open(&config.data)?);
+    if dataset.channels != config.encoder.in_channels {
+        bail!(
+            "data {} has {} channel(s) but the {} encoder expects {}",
+            config.data,
+            dataset.channels,
+            config.preset,
+            config.encoder.in_channels
+        );
+    }
+    if dataset.len() < config.batch_size {
+        bail!(
+            "data {} has {} images, fewer than one batch of {}",
+            config.data,
+            dataset.len(),
+            config.batch_size
+        );
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let metrics_path = args.out.join("metrics.jsonl");
+    if args.resume {
+        truncate_metrics(&metrics_path, trainer.step)?;
+    } else if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path)
+            .with_context(|| format!("removing the old {}", metrics_path.display()))?;
+    }
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let first = trainer.step;
+    if first >= config.steps {
+        println!(
+            "{} already finished its {} steps",
+            args.out.display(),
+            config.steps
+        );
+        return Ok(());
+    }
+    println!(
+        "MSN pretraining: preset {}, data {} ({} images), ViT {}×{} heads {} patch {}, batch {}, steps {}..{}, {} rayon threads",
+        config.preset,
+        config.data,
+        dataset.len(),
+        config.encoder.width,
+        config.encoder.depth,
+        config.encoder.heads,
+        config.encoder.patch_size,
+        config.batch_size,
+        first,
+        config.steps,
+        rayon::current_num_threads()
+    );
+    let loader = Loader::spawn(
+        Arc::clone(&dataset),
+        config.views.clone(),
+        config.batch_size,
+        config.seed,
+        first,
+        config.steps,
+    );
+    let bar = ProgressBar::new(config.steps);
+    bar.set_position(first);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let per_epoch = trainer.steps_per_epoch(dataset.len());
+    let started = Instant::now();
+    let mut warned = false;
+    while trainer.step < config.steps {
+        let wait = Instant::now();
+        let batch = loader
+            .next_batch()
+            .context("the data loader stopped early")??;
+        let mut m = trainer.train_step(&batch, wait.elapsed().as_secs_f64())?;
+        m.epoch = (m.step - 1) / per_epoch;
+        m.elapsed_s = started.elapsed().as_secs_f64();
+        writeln!(metrics_file, "{}", serde_json::to_string(&m)?)
+            .with_context(|| format!("writing {}", metrics_path.display()))?;
+        bar.set_position(m.step);
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} img/s protos {}",
+            m.loss, m.lr, m.images_per_s, m.protos_used
+        ));
+        if let Some(w) = collapse_warning(&m, config.prototypes) {
+            if !warned {
+                bar.println(format!("warning: {w}"));
+                warned = true;
+            }
+        }
+        if m.step % args.checkpoint_every == 0 || m.step == config.steps {
+            checkpoint::save(&trainer, &args.out)?;
+        }
+    }
+    bar.finish();
+    let losses = read_losses(&metrics_path);
+    let plot = args.out.join("loss.png");
+    plot_losses(
+        &losses,
+        &plot,
+        &format!("MSN {} on {}", config.preset, config.data),
+    )?;
+    let first_loss = losses.first().map(|l| l.1).unwrap_or(f64::NAN);
+    let last_loss = losses.last().map(|l| l.1).unwrap_or(f64::NAN);
+    println!(
+        "done: {} steps in {:.1} s, loss {:.4} → {:.4}; wrote {}, {} and {}",
+        config.steps - first,
+        started.elapsed().as_secs_f64(),
+        first_loss,
+        last_loss,
+        args.out.join(checkpoint::CHECKPOINT).display(),
+        metrics_path.display(),
+        plot.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Checkpoints: the networks in `checkpoint.safetensors` (the target encoder
+//! under timm's names, so that the file loads as a plain ViT; everything else
+//! under `msn.`), the optimizer in `train_state.safetensors`, both written
+//! atomically. The run's configuration and step travel in the metadata.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ops::Tensor;
+use vit::{read_safetensors, write_safetensors};
+
+use crate::config::PretrainConfig;
+use crate::model::MsnNetwork;
+use crate::trainer::Trainer;
+use crate::{Error, Result};
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const TRAIN_STATE: &str = "train_state.safetensors";
+
+fn network_tensors(
+    net: &MsnNetwork,
+    encoder_prefix: &str,
+    head_prefix: &str,
+) -> Vec<(String, Tensor)> {
+    let mut out: Vec<(String, Tensor)> = net
+        .encoder
+        .state_dict()
+        .into_iter()
+        .map(|(n, t)| (format!("{encoder_prefix}{n}"), t))
+        .collect();
+    let mut head = net.head.clone();
+    head.visit(head_prefix, &mut |n, t| out.push((n, t.clone())));
+    head.visit_buffers(head_prefix, &mut |n, t| out.push((n, t.clone())));
+    out
+}
+
+fn metadata(trainer: &Trainer) -> Result<BTreeMap<String, String>> {
+    let config = serde_json::to_string(&trainer.config)
+        .map_err(|e| Error::Config(format!("cannot serialise the configuration: {e}")))?;
+    Ok(BTreeMap::from([
+        ("msn.config".to_string(), config),
+        ("msn.step".to_string(), trainer.step.to_string()),
+    ]))
+}
+
+/// Writes both files into `dir` (created if needed).
+pub fn save(trainer: &Trainer, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let meta = metadata(trainer)?;
+    let mut state = Vec::new();
+    for (i, (m, v)) in trainer
+        .optimizer
+        .first_moments
+        .iter()
+        .zip(&trainer.optimizer.second_moments)
+        .enumerate()
+    {
+        state.push((format!("adam.m.{i:04}"), m.clone()));
+        state.push((format!("adam.v.{i:04}"), v.clone()));
+    }
+    write_safetensors(&dir.join(TRAIN_STATE), &state, &meta)?;
+    let mut tensors = network_tensors(&trainer.target, "", "msn.target_head");
+    tensors.extend(network_tensors(
+        &trainer.anchor,
+        "msn.anchor.",
+        "msn.anchor_head",
+    ));
+    tensors.push(("msn.prototypes".to_string(), trainer.prototypes.clone()));
+    write_safetensors(&dir.join(CHECKPOINT), &tensors, &meta)?;
+    Ok(())
+}
+
+fn checkpoint_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads the configuration and step stored in a checkpoint's metadata.
+pub fn read_config(path: &Path) -> Result<(PretrainConfig, u64, BTreeMap<String, Tensor>)> {
+    let (tensors, meta) = read_safetensors(path)?;
+    let config = meta.get("msn.config").ok_or_else(|| {
+        checkpoint_error(
+            path,
+            "has no msn.config metadata; not written by msn pretrain",
+        )
+    })?;
+    let config: PretrainConfig = serde_json::from_str(config)
+        .map_err(|e| checkpoint_error(path, format!("unreadable configuration ({e})")))?;
+    let step = meta
+        .get("msn.step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| checkpoint_error(path, "has no readable msn.step"))?;
+    Ok((config, step, tensors.into_iter().collect()))
+}
+
+fn load_head(
+    net: &mut MsnNetwork,
+    tensors: &BTreeMap<String, Tensor>,
+    prefix: &str,
+    path: &Path,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut assign = |name: String, t: &mut Tensor| match tensors.get(&name) {
+        Some(found) if found.shape() == t.shape() => *t = found.clone(),
+        Some(found) => problems.push(format!(
+            "`{name}` has shape {:?}, expected {:?}",
+            found.shape(),
+            t.shape()
+        )),
+        None => problems.push(format!("missing `{name}`")),
+    };
+    net.head.visit(prefix, &mut assign);
+    net.head.visit_buffers(prefix, &mut assign);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(checkpoint_error(path, problems.join("; ")))
+    }
+}
+
+/// Restores a trainer from `dir` (both files; they must be from the same step).
+pub fn load(dir: &Path) -> Result<Trainer> {
+    let path = dir.join(CHECKPOINT);
+    if !path.is_file() {
+        return Err(checkpoint_error(
+            &path,
+            "not found; --resume needs the --out folder of an earlier run",
+        ));
+    }
+    let (config, step, tensors) = read_config(&path)?;
+    let mut trainer = Trainer::new(config)?;
+    let file = path.display().to_string();
+    let all: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    trainer.target.encoder.load_state_dict(&all, &file)?;
+    let anchor: Vec<(String, Tensor)> = all
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("msn.anchor.")
+                .map(|k| (k.to_string(), v.clone()))
+        })
+        .collect();
+    trainer.anchor.encoder.load_state_dict(&anchor, &file)?;
+    load_head(&mut trainer.target, &tensors, "msn.target_head", &path)?;
+    load_head(&mut trainer.anchor, &tensors, "msn.anchor_head", &path)?;
+    match tensors.get("msn.prototypes") {
+        Some(p) if p.shape() == trainer.prototypes.shape() => trainer.prototypes = p.clone(),
+        Some(p) => {
+            return Err(checkpoint_error(
+                &path,
+                format!(
+                    "`msn.prototypes` has shape {:?}, expected {:?}",
+                    p.shape(),
+                    trainer.prototypes.shape()
+                ),
+            ))
+        }
+        None => return Err(checkpoint_error(&path, "missing `msn.prototypes`")),
+    }
+    let state_path: PathBuf = dir.join(TRAIN_STATE);
+    let (state, meta) = read_safetensors(&state_path)?;
+    if meta.get("msn.step").and_then(|s| s.parse::<u64>().ok()) != Some(step) {
+        return Err(checkpoint_error(
+            &state_path,
+            format!(
+                "is not from the same step as {} (step {step})",
+                path.display()
+            ),
+        ));
+    }
+    let state: BTreeMap<String, Tensor> = state.into_iter().collect();
+    let opt = &mut trainer.optimizer;
+    for i in 0..opt.first_moments.len() {
+        for (kind, slot) in [
+            ("m", &mut opt.first_moments[i]),
+            ("v", &mut opt.second_moments[i]),
+        ] {
+            let name = format!("adam.{kind}.{i:04}");
+            match state.get(&name) {
+                Some(t) if t.shape() == slot.shape() => *slot = t.clone(),
+                _ => {
+                    return Err(checkpoint_error(
+                        &state_path,
+                        format!("missing or mis-shaped `{name}`"),
+                    ))
+                }
+            }
+        }
+    }
+    opt.steps = step;
+    trainer.step = step;
+    Ok(trainer)
+}

@@ -1,0 +1,39 @@
+//! Errors of data loading, training and checkpoints: each names the thing and what was expected.
+
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Op(#[from] ops::Error),
+    #[error(transparent)]
+    Model(#[from] vit::Error),
+    #[error(transparent)]
+    Autograd(#[from] autograd::Error),
+    #[error("data {path}: {message}")]
+    Data { path: PathBuf, message: String },
+    #[error("unknown data source `{0}`; expected fashion-mnist[:train|:test], folder:PATH or cifar10:PATH[:train|:test]")]
+    Source(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("training diverged at step {step}: the loss is {value} (not finite); lower the learning rate or check the data")]
+    NonFiniteLoss { step: u64, value: f64 },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

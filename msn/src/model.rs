@@ -1,0 +1,39 @@
+//! One MSN network: the encoder and its projection head (the anchor and the
+//! target are each one of these).
+
+use ops::{BatchStats, Tensor};
+use vit::VisionTransformer;
+
+use crate::head::ProjectionHead;
+use crate::Result;
+
+#[derive(Clone, Debug)]
+pub struct MsnNetwork {
+    pub encoder: VisionTransformer,
+    pub head: ProjectionHead,
+}
+
+impl MsnNetwork {
+    /// Images → head outputs `[B, d]`, with token dropping when `keep` is given.
+    pub fn forward(
+        &self,
+        images: &Tensor,
+        keep: Option<&[usize]>,
+    ) -> Result<(Tensor, [BatchStats; 2])> {
+        let out = self.encoder.forward(images, keep)?;
+        self.head.forward(&out.cls)
+    }
+
+    /// Visits every trainable parameter: `encoder.<timm name>`, then `head.<name>`.
+    pub fn visit(&mut self, f: &mut dyn FnMut(String, &mut Tensor)) {
+        self.encoder.visit("encoder", f);
+        self.head.visit("head", f);
+    }
+
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.clone()
+            .visit(&mut |name, t| out.push((name, t.clone())));
+        out
+    }
+}

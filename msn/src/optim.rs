@@ -1,0 +1,127 @@
+//! AdamW with MSN's parameter groups, and gradient clipping by total norm.
+//!
+//! PyTorch's `torch.optim.AdamW` (β = (0.9, 0.999), ε = 1e-8): decoupled decay
+//! `p ← p·(1 − lr·wd)` then the Adam step with bias correction. Weight decay
+//! applies to parameters whose name contains neither `bias` nor `bn` and that
+//! are not 1-D (so `pos_embed` and `cls_token` decay); never to prototypes.
+
+use ops::{DType, Tensor};
+
+use crate::Result;
+
+/// What the optimizer and the clipping need to know about one parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamGroup {
+    pub decay: bool,
+    /// Counted in the clipped norm (encoder and head; not the prototypes).
+    pub clipped: bool,
+}
+
+impl ParamGroup {
+    /// MSN's rule for a parameter of the encoder or head.
+    pub fn for_network(name: &str, shape: &[usize]) -> Self {
+        ParamGroup {
+            decay: !(name.contains("bias") || name.contains("bn") || shape.len() <= 1),
+            clipped: true,
+        }
+    }
+
+    pub fn prototypes() -> Self {
+        ParamGroup {
+            decay: false,
+            clipped: false,
+        }
+    }
+}
+
+pub struct AdamW {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub groups: Vec<ParamGroup>,
+    pub first_moments: Vec<Tensor>,
+    pub second_moments: Vec<Tensor>,
+    /// Updates taken so far.
+    pub steps: u64,
+}
+
+impl AdamW {
+    pub fn new(params: &[(Tensor, ParamGroup)]) -> Self {
+        let zeros = |t: &Tensor| Tensor::zeros(t.shape(), DType::F32);
+        AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            groups: params.iter().map(|(_, g)| g.clone()).collect(),
+            first_moments: params.iter().map(|(t, _)| zeros(t)).collect(),
+            second_moments: params.iter().map(|(t, _)| zeros(t)).collect(),
+            steps: 0,
+        }
+    }
+
+    /// One update of `param` (index `i`) with gradient `grad`.
+    pub fn update(
+        &mut self,
+        i: usize,
+        param: &mut Tensor,
+        grad: &Tensor,
+        lr: f64,
+        wd: f64,
+    ) -> Result<()> {
+        let t = (self.steps + 1) as f64;
+        let (b1, b2, eps) = (self.beta1 as f32, self.beta2 as f32, self.eps as f32);
+        let step_size = (lr / (1.0 - self.beta1.powf(t))) as f32;
+        let correction2 = (1.0 - self.beta2.powf(t)).sqrt() as f32;
+        let decay = if self.groups[i].decay {
+            (1.0 - lr * wd) as f32
+        } else {
+            1.0
+        };
+        let g = grad.data::<f32>()?;
+        let mut m_new = Vec::new();
+        self.first_moments[i].map_in_place::<f32>(|m| {
+            for (m, &g) in m.iter_mut().zip(g) {
+                *m = b1 * *m + (1.0 - b1) * g;
+            }
+            m_new = m.to_vec();
+        })?;
+        let v = &mut self.second_moments[i];
+        v.map_in_place::<f32>(|v| {
+            for (v, &g) in v.iter_mut().zip(g) {
+                *v = b2 * *v + (1.0 - b2) * g * g;
+            }
+        })?;
+        let v = v.data::<f32>()?;
+        param.map_in_place::<f32>(|p| {
+            for ((p, &m), &v) in p.iter_mut().zip(&m_new).zip(v) {
+                *p = *p * decay - step_size * m / (v.sqrt() / correction2 + eps);
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Marks the end of one optimizer step (all parameters updated).
+    pub fn finish_step(&mut self) {
+        self.steps += 1;
+    }
+}
+
+/// The total L2 norm of the gradients in clipped groups; when it exceeds
+/// `max_norm`, those gradients are scaled by `max_norm / (norm + 1e-6)`
+/// (PyTorch's `clip_grad_norm_`). Returns the norm before clipping.
+pub fn clip_gradients(grads: &mut [Tensor], groups: &[ParamGroup], max_norm: f64) -> Result<f64> {
+    let norm = grads
+        .iter()
+        .zip(groups)
+        .filter(|(_, g)| g.clipped)
+        .map(|(t, _)| t.to_vec_f64().iter().map(|v| v * v).sum::<f64>())
+        .sum::<f64>()
+        .sqrt();
+    if norm > max_norm {
+        let scale = (max_norm / (norm + 1e-6)) as f32;
+        for (t, _) in grads.iter_mut().zip(groups).filter(|(_, g)| g.clipped) {
+            t.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x *= scale))?;
+        }
+    }
+    Ok(norm)
+}

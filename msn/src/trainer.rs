@@ -1,0 +1,239 @@
+//! One MSN training step (`msn-spec.md` §10) and the state that persists
+//! between steps: anchor and target networks, prototypes, optimizer.
+
+use std::time::Instant;
+
+use ops::{DType, Tensor, TensorTape};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Serialize;
+use vit::VisionTransformer;
+
+use crate::config::PretrainConfig;
+use crate::head::ProjectionHead;
+use crate::loss::{init_prototypes, msn_loss};
+use crate::model::MsnNetwork;
+use crate::optim::{clip_gradients, AdamW, ParamGroup};
+use crate::views::Batch;
+use crate::{Error, Result};
+
+/// What one step reports (one line of `metrics.jsonl`).
+#[derive(Clone, Debug, Serialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub ce: f64,
+    pub memax: f64,
+    pub lr: f64,
+    pub wd: f64,
+    pub momentum: f64,
+    pub grad_norm: f64,
+    pub protos_used: usize,
+    pub max_target_prob: f64,
+    pub images_per_s: f64,
+    pub elapsed_s: f64,
+    /// Where the step's time went, in seconds.
+    pub timing: StepTiming,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepTiming {
+    /// Waiting for the loader (0 when it kept ahead).
+    pub data_wait: f64,
+    /// Preparing the batch on the loader's thread, overlapped with training.
+    pub data_prep: f64,
+    pub anchor_forward: f64,
+    pub target_forward: f64,
+    pub loss: f64,
+    pub backward: f64,
+    pub optimizer: f64,
+}
+
+pub struct Trainer {
+    pub config: PretrainConfig,
+    pub anchor: MsnNetwork,
+    pub target: MsnNetwork,
+    pub prototypes: Tensor,
+    pub optimizer: AdamW,
+    /// Updates taken so far.
+    pub step: u64,
+}
+
+impl Trainer {
+    /// A fresh run: networks initialised from the seed, the target a copy of the anchor.
+    pub fn new(config: PretrainConfig) -> Result<Self> {
+        config.validate()?;
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let encoder = VisionTransformer::new(config.encoder.clone(), &mut rng)?;
+        let head = ProjectionHead::new(
+            &mut rng,
+            config.encoder.width,
+            config.head_hidden,
+            config.head_output,
+        );
+        let anchor = MsnNetwork { encoder, head };
+        let prototypes = init_prototypes(&mut rng, config.prototypes, config.head_output);
+        let optimizer = AdamW::new(&Self::param_groups(&anchor, &prototypes));
+        Ok(Trainer {
+            target: anchor.clone(),
+            anchor,
+            prototypes,
+            optimizer,
+            config,
+            step: 0,
+        })
+    }
+
+    /// Every trained tensor in optimizer order (anchor network, then prototypes) with its group.
+    pub fn param_groups(anchor: &MsnNetwork, prototypes: &Tensor) -> Vec<(Tensor, ParamGroup)> {
+        let mut out: Vec<(Tensor, ParamGroup)> = anchor
+            .parameters()
+            .into_iter()
+            .map(|(name, t)| {
+                let g = ParamGroup::for_network(&name, t.shape());
+                (t, g)
+            })
+            .collect();
+        out.push((prototypes.clone(), ParamGroup::prototypes()));
+        out
+    }
+
+    pub fn steps_per_epoch(&self, dataset_len: usize) -> u64 {
+        (dataset_len / self.config.batch_size).max(1) as u64
+    }
+
+    /// One update from one batch.
+    pub fn train_step(&mut self, batch: &Batch, data_wait: f64) -> Result<StepMetrics> {
+        let start = Instant::now();
+        let mut timing = StepTiming {
+            data_wait,
+            data_prep: batch.prep_seconds,
+            ..Default::default()
+        };
+        let schedules = self.config.schedules();
+        let (lr, wd, momentum) = (
+            schedules.lr(self.step),
+            schedules.wd(self.step),
+            schedules.momentum(self.step),
+        );
+
+        let tape = TensorTape::new();
+        let mut anchor = self.anchor.clone();
+        let mut watched = Vec::new();
+        anchor.visit(&mut |_, p| {
+            *p = tape.watch(p);
+            watched.push(p.clone());
+        });
+        let prototypes = tape.watch(&self.prototypes);
+        watched.push(prototypes.clone());
+
+        let mut clock = Instant::now();
+        let mut lap = |slot: &mut f64| {
+            *slot = clock.elapsed().as_secs_f64();
+            clock = Instant::now();
+        };
+        let (masked, masked_stats) = anchor.forward(&batch.anchor, Some(&batch.keep))?;
+        let mut outputs = vec![masked];
+        let mut anchor_stats = vec![masked_stats];
+        if let Some(focal) = &batch.focal {
+            let (z, stats) = anchor.forward(focal, None)?;
+            outputs.push(z);
+            anchor_stats.push(stats);
+        }
+        let z = Tensor::concat(&outputs.iter().collect::<Vec<_>>(), 0)?;
+        lap(&mut timing.anchor_forward);
+        let (h, target_stats) = self.target.forward(&batch.target, None)?;
+        lap(&mut timing.target_forward);
+        let terms = msn_loss(&z, &h, &prototypes, &self.config.loss)?;
+        let loss = terms.total.item()?;
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                step: self.step,
+                value: loss,
+            });
+        }
+        lap(&mut timing.loss);
+        let grads = tape.backward(&terms.total)?;
+        let mut grads: Vec<Tensor> = watched
+            .iter()
+            .map(|w| {
+                grads
+                    .get(w)
+                    .cloned()
+                    .unwrap_or_else(|| Tensor::zeros(w.shape(), DType::F32))
+            })
+            .collect();
+        drop(tape);
+        lap(&mut timing.backward);
+
+        let grad_norm = clip_gradients(&mut grads, &self.optimizer.groups, self.config.clip)?;
+        let mut index = 0;
+        let optimizer = &mut self.optimizer;
+        let mut failure = None;
+        self.anchor.visit(&mut |_, p| {
+            if let Err(e) = optimizer.update(index, p, &grads[index], lr, wd) {
+                failure.get_or_insert(e);
+            }
+            index += 1;
+        });
+        optimizer.update(index, &mut self.prototypes, &grads[index], lr, wd)?;
+        optimizer.finish_step();
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        self.update_target(momentum)?;
+        for stats in &anchor_stats {
+            self.anchor.head.update_running(stats)?;
+        }
+        self.target.head.update_running(&target_stats)?;
+        lap(&mut timing.optimizer);
+
+        self.step += 1;
+        let elapsed = start.elapsed().as_secs_f64();
+        let images = batch.labels.len() as f64;
+        Ok(StepMetrics {
+            step: self.step,
+            epoch: 0,
+            loss,
+            ce: terms.ce,
+            memax: terms.memax,
+            lr,
+            wd,
+            momentum,
+            grad_norm,
+            protos_used: terms.protos_used,
+            max_target_prob: terms.max_target_prob,
+            images_per_s: images / (elapsed + data_wait).max(1e-9),
+            elapsed_s: 0.0,
+            timing,
+        })
+    }
+
+    /// `θ_target ← m·θ_target + (1 − m)·θ_anchor` over the encoder and head.
+    fn update_target(&mut self, momentum: f64) -> Result<()> {
+        let anchor: Vec<Tensor> = self
+            .anchor
+            .parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let (m, mut index, mut failure) = (momentum as f32, 0, None);
+        self.target.visit(&mut |_, t| {
+            let source = anchor[index].data::<f32>().map(|s| s.to_vec());
+            let result = source.map_err(crate::Error::from).and_then(|s| {
+                t.map_in_place::<f32>(|v| {
+                    v.iter_mut()
+                        .zip(&s)
+                        .for_each(|(v, a)| *v = m * *v + (1.0 - m) * a)
+                })
+                .map_err(Into::into)
+            });
+            if let Err(e) = result {
+                failure.get_or_insert(e);
+            }
+            index += 1;
+        });
+        failure.map_or(Ok(()), Err)
+    }
+}
