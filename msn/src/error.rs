@@ -20,7 +20,7 @@ pub enum Error {
     Config(String),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
-    #[error("training diverged at step {step}: the loss is {value} (not finite); lower the learning rate or check the data")]
+    #[error("training diverged at step {step}: the loss or its gradient is {value} (not finite); lower the learning rate or check the data")]
     NonFiniteLoss { step: u64, value: f64 },
     #[error("{path}: {source}")]
     Io {

@@ -67,13 +67,13 @@ pub fn sinkhorn(q: &[f64], b: usize, k: usize, iterations: usize) -> Vec<f64> {
         }
         for row in q.chunks_exact_mut(k) {
             for (v, s) in row.iter_mut().zip(&per_prototype) {
-                *v = if *s > 0.0 { *v / s / k as f64 } else { 0.0 };
+                *v = if *s == 0.0 { 0.0 } else { *v / s / k as f64 };
             }
         }
         for row in q.chunks_exact_mut(k) {
             let s: f64 = row.iter().sum();
             row.iter_mut()
-                .for_each(|v| *v = if s > 0.0 { *v / s / b as f64 } else { 0.0 });
+                .for_each(|v| *v = if s == 0.0 { 0.0 } else { *v / s / b as f64 });
         }
     }
     q.iter_mut().for_each(|v| *v *= b as f64);

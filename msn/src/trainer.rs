@@ -168,6 +168,12 @@ impl Trainer {
         lap(&mut timing.backward);
 
         let grad_norm = clip_gradients(&mut grads, &self.optimizer.groups, self.config.clip)?;
+        if !grad_norm.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                step: self.step,
+                value: grad_norm,
+            });
+        }
         let mut index = 0;
         let optimizer = &mut self.optimizer;
         let mut failure = None;

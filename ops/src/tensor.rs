@@ -61,7 +61,7 @@ impl Tensor {
     }
 
     /// A tensor filled by `f(flat index)`.
-    pub fn from_fn(shape: &[usize], dtype: DType, f: impl Fn(usize) -> f64) -> Self {
+    pub fn from_fn(shape: &[usize], dtype: DType, f: impl FnMut(usize) -> f64) -> Self {
         let data: Vec<f64> = (0..numel(shape)).map(f).collect();
         Self::from_f64s(&data, shape, dtype).expect("the length matches the shape by construction")
     }

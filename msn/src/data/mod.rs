@@ -82,3 +82,8 @@ pub fn open(source: &str) -> Result<ImageSet> {
 }
 
 pub use cifar::write_cifar10_batch;
+
+/// Fashion-MNIST's IDX files from `dir`.
+pub fn fashion_mnist_from(dir: &Path, split: Split) -> Result<ImageSet> {
+    idx::fashion_mnist(dir, split)
+}

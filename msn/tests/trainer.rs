@@ -1,0 +1,126 @@
+//! The trainer: a resumed run equals an uninterrupted one, a non-finite loss
+//! stops training with an error, and a checkpoint that does not fit is refused.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use msn::checkpoint;
+use msn::config::PretrainConfig;
+use msn::data::{self, ImageSet};
+use msn::loader::{batch_indices, step_seed};
+use msn::trainer::Trainer;
+use msn::views::make_batch;
+use vit::VitConfig;
+
+fn tiny() -> PretrainConfig {
+    let mut c = PretrainConfig::fmnist_tiny();
+    c.encoder = VitConfig {
+        image_size: 28,
+        patch_size: 4,
+        in_channels: 1,
+        width: 16,
+        depth: 1,
+        heads: 2,
+        mlp_ratio: 2,
+    };
+    c.head_hidden = 32;
+    c.head_output = 16;
+    c.prototypes = 8;
+    c.batch_size = 8;
+    c.views.focal_views = 2;
+    c.steps = 4;
+    c.data = "fashion-mnist:test".into();
+    c
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("msn-trainer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run(trainer: &mut Trainer, set: &ImageSet, until: u64) -> Vec<f64> {
+    let c = trainer.config.clone();
+    let mut losses = Vec::new();
+    while trainer.step < until {
+        let indices = batch_indices(set.len(), c.batch_size, c.seed, trainer.step);
+        let batch = make_batch(set, &indices, &c.views, step_seed(c.seed, trainer.step)).unwrap();
+        losses.push(trainer.train_step(&batch, 0.0).unwrap().loss);
+    }
+    losses
+}
+
+fn parameters(t: &Trainer) -> Vec<Vec<f32>> {
+    let mut all: Vec<Vec<f32>> = t
+        .anchor
+        .parameters()
+        .iter()
+        .chain(t.target.parameters().iter())
+        .map(|(_, p)| p.to_vec_f32())
+        .collect();
+    all.push(t.prototypes.to_vec_f32());
+    all
+}
+
+#[test]
+fn a_resumed_run_continues_exactly_where_it_stopped() {
+    let set = Arc::new(data::open("fashion-mnist:test").unwrap());
+    let mut straight = Trainer::new(tiny()).unwrap();
+    let all = run(&mut straight, &set, 4);
+
+    let dir = scratch("resume");
+    let mut first = Trainer::new(tiny()).unwrap();
+    let head = run(&mut first, &set, 2);
+    checkpoint::save(&first, &dir).unwrap();
+    drop(first);
+    let mut resumed = checkpoint::load(&dir).unwrap();
+    assert_eq!(resumed.step, 2);
+    let tail = run(&mut resumed, &set, 4);
+    assert_eq!([head, tail].concat(), all);
+    assert_eq!(parameters(&resumed), parameters(&straight));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_non_finite_loss_is_an_error_naming_the_step() {
+    let set = data::open("fashion-mnist:test").unwrap();
+    let mut trainer = Trainer::new(tiny()).unwrap();
+    let c = trainer.config.clone();
+    let mut batch = make_batch(&set, &batch_indices(set.len(), 8, 0, 0), &c.views, 1).unwrap();
+    batch.target = batch.target.mul_scalar(f64::NAN).unwrap();
+    let err = trainer.train_step(&batch, 0.0).unwrap_err().to_string();
+    assert!(
+        err.contains("step 0") && err.contains("not finite"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_checkpoint_with_a_wrong_shape_is_refused() {
+    let dir = scratch("shape");
+    let trainer = Trainer::new(tiny()).unwrap();
+    checkpoint::save(&trainer, &dir).unwrap();
+    let path = dir.join(checkpoint::CHECKPOINT);
+    let (mut tensors, meta) = vit::read_safetensors(&path).unwrap();
+    for (name, t) in tensors.iter_mut() {
+        if name == "msn.prototypes" {
+            *t = ops::Tensor::zeros(&[3, 16], ops::DType::F32);
+        }
+    }
+    vit::write_safetensors(&path, &tensors, &meta).unwrap();
+    let err = checkpoint::load(&dir)
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(
+        err.contains("msn.prototypes") && err.contains("[3, 16]") && err.contains("[8, 16]"),
+        "{err}"
+    );
+    std::fs::write(&path, b"not a checkpoint").unwrap();
+    let err = checkpoint::load(&dir)
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(err.contains("not a safetensors file"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
