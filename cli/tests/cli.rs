@@ -1,0 +1,156 @@
+//! The `msn` command end to end: exit codes, one-line errors, and a
+//! pretraining run that is killed mid-way and resumed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn msn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_msn"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("msn-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A failure is one `error:` line and a non-zero exit, never a panic.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    assert!(line.contains(needle), "`{needle}` not in `{line}`");
+}
+
+#[test]
+fn gradcheck_passes_and_prints_a_table() {
+    let out = msn(&["gradcheck", "--op", "layer_norm,attention", "--cases", "20"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("layer_norm") && text.contains("attention") && text.contains("pass"),
+        "{text}"
+    );
+    assert_clean_error(
+        &msn(&["gradcheck", "--op", "conv3d"]),
+        "unknown op `conv3d`",
+    );
+}
+
+#[test]
+fn bad_pretraining_input_is_a_one_line_error() {
+    let out_dir = scratch("bad");
+    let out = out_dir.to_str().unwrap();
+    assert_clean_error(
+        &msn(&["pretrain", "--data", "folder:/no/such/folder", "--out", out]),
+        "/no/such/folder",
+    );
+    assert_clean_error(
+        &msn(&["pretrain", "--preset", "resnet", "--out", out]),
+        "unknown preset `resnet`",
+    );
+    assert_clean_error(
+        &msn(&["pretrain", "--device", "tpu", "--out", out]),
+        "--device tpu",
+    );
+    assert_clean_error(
+        &msn(&["pretrain", "--batch-size", "1", "--out", out]),
+        "batch size 1",
+    );
+    assert_clean_error(&msn(&["pretrain", "--resume", "--out", out]), "not found");
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images");
+    let wrong_channels = scratch("rgb");
+    std::fs::create_dir_all(wrong_channels.join("a")).unwrap();
+    for f in ["cifar10_00_3.png", "cifar10_01_8.png", "cifar10_02_8.png"] {
+        std::fs::copy(
+            photos.join("cifar10-samples").join(f),
+            wrong_channels.join("a").join(f),
+        )
+        .unwrap();
+    }
+    let data = format!("folder:{}", wrong_channels.display());
+    assert_clean_error(
+        &msn(&["pretrain", "--data", &data, "--out", out]),
+        "3 channel(s) but the fmnist-tiny encoder expects 1",
+    );
+}
+
+fn metric_steps(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_last_checkpoint() {
+    let dir = scratch("resume");
+    let out = dir.to_str().unwrap();
+    let args = [
+        "pretrain",
+        "--data",
+        "fashion-mnist:test",
+        "--batch-size",
+        "8",
+        "--steps",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--out",
+        out,
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msn"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = dir.join("metrics.jsonl");
+    let started = Instant::now();
+    while metric_steps(&metrics).len() < 3 && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().ok();
+    child.wait().unwrap();
+    let before = metric_steps(&metrics);
+    assert!(before.len() >= 3, "the run made no progress: {before:?}");
+    assert!(dir.join("checkpoint.safetensors").is_file());
+
+    let resumed = msn(&["pretrain", "--resume", "--out", out]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(
+        metric_steps(&metrics),
+        (1..=8).collect::<Vec<_>>(),
+        "each step logged once, in order"
+    );
+    assert!(dir.join("loss.png").is_file());
+    let again = msn(&["pretrain", "--resume", "--out", out]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already finished"));
+
+    std::fs::write(dir.join("checkpoint.safetensors"), b"garbage").unwrap();
+    assert_clean_error(
+        &msn(&["pretrain", "--resume", "--out", out]),
+        "checkpoint.safetensors",
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
