@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ops::{DType, Tensor, TensorTape};
+use ops::{BatchStats, DType, Tensor, TensorTape};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -11,7 +11,7 @@ use vit::VisionTransformer;
 
 use crate::config::PretrainConfig;
 use crate::head::ProjectionHead;
-use crate::loss::{init_prototypes, msn_loss};
+use crate::loss::{init_prototypes, msn_loss, LossTerms};
 use crate::model::MsnNetwork;
 use crate::optim::{clip_gradients, AdamW, ParamGroup};
 use crate::views::Batch;
@@ -48,6 +48,22 @@ pub struct StepTiming {
     pub loss: f64,
     pub backward: f64,
     pub optimizer: f64,
+}
+
+/// The result of [`Trainer::forward_backward`]: outputs, loss terms and gradients.
+pub struct Pass {
+    /// Anchor head outputs `[V·B, d]`, view-major.
+    pub anchor_out: Tensor,
+    /// Target head outputs `[B, d]`.
+    pub target_out: Tensor,
+    pub terms: LossTerms,
+    /// Gradients in optimizer order: the anchor network's parameters, then the prototypes.
+    pub grads: Vec<Tensor>,
+    anchor_stats: Vec<[BatchStats; 2]>,
+    target_stats: [BatchStats; 2],
+    timing: StepTiming,
+    images: usize,
+    started: Instant,
 }
 
 pub struct Trainer {
@@ -103,21 +119,20 @@ impl Trainer {
         (dataset_len / self.config.batch_size).max(1) as u64
     }
 
-    /// One update from one batch.
+    /// One update from one batch: [`Trainer::forward_backward`], then [`Trainer::apply`].
     pub fn train_step(&mut self, batch: &Batch, data_wait: f64) -> Result<StepMetrics> {
+        let pass = self.forward_backward(batch, data_wait)?;
+        self.apply(pass)
+    }
+
+    /// The forward passes, the loss and its gradients, without changing any state.
+    pub fn forward_backward(&self, batch: &Batch, data_wait: f64) -> Result<Pass> {
         let start = Instant::now();
         let mut timing = StepTiming {
             data_wait,
             data_prep: batch.prep_seconds,
             ..Default::default()
         };
-        let schedules = self.config.schedules();
-        let (lr, wd, momentum) = (
-            schedules.lr(self.step),
-            schedules.wd(self.step),
-            schedules.momentum(self.step),
-        );
-
         let tape = TensorTape::new();
         let mut anchor = self.anchor.clone();
         let mut watched = Vec::new();
@@ -133,6 +148,7 @@ impl Trainer {
             *slot = clock.elapsed().as_secs_f64();
             clock = Instant::now();
         };
+        // One head call per resolution group, so that batch norm sees each group alone.
         let (masked, masked_stats) = anchor.forward(&batch.anchor, Some(&batch.keep))?;
         let mut outputs = vec![masked];
         let mut anchor_stats = vec![masked_stats];
@@ -141,11 +157,11 @@ impl Trainer {
             outputs.push(z);
             anchor_stats.push(stats);
         }
-        let z = Tensor::concat(&outputs.iter().collect::<Vec<_>>(), 0)?;
+        let anchor_out = Tensor::concat(&outputs.iter().collect::<Vec<_>>(), 0)?;
         lap(&mut timing.anchor_forward);
-        let (h, target_stats) = self.target.forward(&batch.target, None)?;
+        let (target_out, target_stats) = self.target.forward(&batch.target, None)?;
         lap(&mut timing.target_forward);
-        let terms = msn_loss(&z, &h, &prototypes, &self.config.loss)?;
+        let terms = msn_loss(&anchor_out, &target_out, &prototypes, &self.config.loss)?;
         let loss = terms.total.item()?;
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss {
@@ -155,7 +171,7 @@ impl Trainer {
         }
         lap(&mut timing.loss);
         let grads = tape.backward(&terms.total)?;
-        let mut grads: Vec<Tensor> = watched
+        let grads: Vec<Tensor> = watched
             .iter()
             .map(|w| {
                 grads
@@ -166,7 +182,39 @@ impl Trainer {
             .collect();
         drop(tape);
         lap(&mut timing.backward);
+        Ok(Pass {
+            anchor_out: anchor_out.detach(),
+            target_out,
+            terms,
+            grads,
+            anchor_stats,
+            target_stats,
+            timing,
+            images: batch.labels.len(),
+            started: start,
+        })
+    }
 
+    /// Clips the gradients, takes the AdamW step, updates the EMA target and the
+    /// running statistics, and advances the step.
+    pub fn apply(&mut self, pass: Pass) -> Result<StepMetrics> {
+        let Pass {
+            terms,
+            mut grads,
+            anchor_stats,
+            target_stats,
+            mut timing,
+            images,
+            started,
+            ..
+        } = pass;
+        let clock = Instant::now();
+        let schedules = self.config.schedules();
+        let (lr, wd, momentum) = (
+            schedules.lr(self.step),
+            schedules.wd(self.step),
+            schedules.momentum(self.step),
+        );
         let grad_norm = clip_gradients(&mut grads, &self.optimizer.groups, self.config.clip)?;
         if !grad_norm.is_finite() {
             return Err(Error::NonFiniteLoss {
@@ -193,15 +241,14 @@ impl Trainer {
             self.anchor.head.update_running(stats)?;
         }
         self.target.head.update_running(&target_stats)?;
-        lap(&mut timing.optimizer);
+        timing.optimizer = clock.elapsed().as_secs_f64();
 
         self.step += 1;
-        let elapsed = start.elapsed().as_secs_f64();
-        let images = batch.labels.len() as f64;
+        let elapsed = started.elapsed().as_secs_f64();
         Ok(StepMetrics {
             step: self.step,
             epoch: 0,
-            loss,
+            loss: terms.total.item()?,
             ce: terms.ce,
             memax: terms.memax,
             lr,
@@ -210,7 +257,7 @@ impl Trainer {
             grad_norm,
             protos_used: terms.protos_used,
             max_target_prob: terms.max_target_prob,
-            images_per_s: images / (elapsed + data_wait).max(1e-9),
+            images_per_s: images as f64 / (elapsed + timing.data_wait).max(1e-9),
             elapsed_s: 0.0,
             timing,
         })

@@ -83,7 +83,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Reads every tensor of a safetensors file as f32, with its metadata.
+/// Reads every tensor of a safetensors file (f64 as f64, other float types as f32), with its metadata.
 pub fn read_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, String>)> {
     let err = |reason: String| Error::Read {
         file: path.display().to_string(),
@@ -103,33 +103,38 @@ pub fn read_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, S
     let mut out = Vec::new();
     for (name, view) in file.tensors() {
         let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(err(format!(
-                    "tensor `{name}` has dtype {other:?}; expected a floating-point dtype"
-                )))
+        let tensor = match view.dtype() {
+            // f64 stays f64 (reference fixtures); everything else becomes f32.
+            Dtype::F64 => {
+                let values: Vec<f64> = data
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect();
+                Tensor::from_vec(values, view.shape())
+            }
+            dtype => {
+                let values: Vec<f32> =
+                    match dtype {
+                        Dtype::F32 => data
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
+                        Dtype::F16 => data
+                            .chunks_exact(2)
+                            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                            .collect(),
+                        Dtype::BF16 => data
+                            .chunks_exact(2)
+                            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                            .collect(),
+                        other => return Err(err(format!(
+                            "tensor `{name}` has dtype {other:?}; expected a floating-point dtype"
+                        ))),
+                    };
+                Tensor::from_vec(values, view.shape())
             }
         };
-        out.push((
-            name.clone(),
-            Tensor::from_vec(values, view.shape()).map_err(|e| err(e.to_string()))?,
-        ));
+        out.push((name.clone(), tensor.map_err(|e| err(e.to_string()))?));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, metadata))
