@@ -8,6 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Training allocates and frees tensors of tens of megabytes every step; the
+/// system allocator hands such blocks back to the kernel each time, and the
+/// page faults that follow cost more than some kernels. mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "msn",

@@ -113,24 +113,25 @@ pub fn read_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, S
                 Tensor::from_vec(values, view.shape())
             }
             dtype => {
-                let values: Vec<f32> =
-                    match dtype {
-                        Dtype::F32 => data
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect(),
-                        Dtype::F16 => data
-                            .chunks_exact(2)
-                            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                            .collect(),
-                        Dtype::BF16 => data
-                            .chunks_exact(2)
-                            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                            .collect(),
-                        other => return Err(err(format!(
+                let values: Vec<f32> = match dtype {
+                    Dtype::F32 => data
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                    Dtype::F16 => data
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                    Dtype::BF16 => data
+                        .chunks_exact(2)
+                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                    other => {
+                        return Err(err(format!(
                             "tensor `{name}` has dtype {other:?}; expected a floating-point dtype"
-                        ))),
-                    };
+                        )))
+                    }
+                };
                 Tensor::from_vec(values, view.shape())
             }
         };
