@@ -1,5 +1,7 @@
 //! The `msn` command line.
 
+mod embed;
+mod eval;
 mod gradcheck;
 mod plot;
 mod pretrain;
@@ -31,6 +33,10 @@ enum Command {
     Gradcheck(gradcheck::Args),
     /// Pretrain a ViT with MSN (default: fmnist-tiny on the embedded Fashion-MNIST).
     Pretrain(Box<pretrain::Args>),
+    /// Evaluate an encoder with few labels: few-shot, linear probe, k-NN.
+    Eval(Box<eval::Args>),
+    /// Write the features of every image of a data set, with labels, as safetensors.
+    Embed(Box<embed::Args>),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +44,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Pretrain(args) => pretrain::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => eval::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Embed(args) => embed::run(*args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -154,3 +154,94 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn evaluation_inputs_are_checked() {
+    assert_clean_error(
+        &msn(&["eval", "--protocol", "svm"]),
+        "unknown protocol `svm`",
+    );
+    assert_clean_error(
+        &msn(&["eval", "--checkpoint", "/no/such.safetensors"]),
+        "/no/such.safetensors",
+    );
+    assert_clean_error(
+        &msn(&["eval", "--features", "patches"]),
+        "unknown features `patches`",
+    );
+    let photos =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/cifar10-samples");
+    let root = scratch("eval-folder");
+    for entry in std::fs::read_dir(&photos).unwrap() {
+        let path = entry.unwrap().path();
+        let label = path
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .rsplit('_')
+            .next()
+            .unwrap()
+            .to_string();
+        std::fs::create_dir_all(root.join(&label)).unwrap();
+        std::fs::copy(&path, root.join(&label).join(path.file_name().unwrap())).unwrap();
+    }
+    let data = format!("folder:{}", root.display());
+    assert_clean_error(
+        &msn(&[
+            "eval",
+            "--data",
+            &data,
+            "--test-data",
+            &data,
+            "--shots",
+            "50",
+        ]),
+        "--shots 50 is larger than the smallest class",
+    );
+    assert_clean_error(
+        &msn(&[
+            "eval",
+            "--data",
+            &data,
+            "--test-data",
+            &data,
+            "--shots",
+            "1",
+        ]),
+        "expects 1 channel(s)",
+    );
+    assert_clean_error(&msn(&["eval", "--data", &data]), "has no test split");
+}
+
+#[test]
+fn embed_writes_features_and_labels() {
+    let dir = scratch("embed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/timm_vit_weights.safetensors");
+    let out = dir.join("features.safetensors");
+    let run = msn(&[
+        "embed",
+        "--checkpoint",
+        weights.to_str().unwrap(),
+        "--heads",
+        "3",
+        "--data",
+        "fashion-mnist:test",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let (tensors, _) = vit::read_safetensors(&out).unwrap();
+    let shapes: Vec<(String, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            ("features".to_string(), vec![10_000, 24]),
+            ("labels".to_string(), vec![10_000])
+        ]
+    );
+}

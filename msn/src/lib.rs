@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 mod error;
+pub mod eval;
 pub mod head;
 pub mod loader;
 pub mod loss;

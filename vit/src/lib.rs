@@ -14,6 +14,8 @@ pub use config::VitConfig;
 pub use error::{Error, Result};
 pub use layers::{Block, LayerNorm, Linear};
 pub use model::{VisionTransformer, VitOutput};
-pub use weights::{read_safetensors, write_safetensors, NamedTensors};
+pub use weights::{
+    read_safetensors, strip_wrappers, write_atomically, write_safetensors, NamedTensors,
+};
 
 pub use ops;
