@@ -28,7 +28,10 @@ pub trait Element:
     const DTYPE: DType;
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
+    /// erf; for f32 the vectorisable approximation of [`crate::cpu::fast_math`].
     fn error_function(self) -> Self;
+    /// eˣ; for f32 the vectorisable approximation of [`crate::cpu::fast_math`].
+    fn fast_exp(self) -> Self;
     /// The typed slice of a storage of this element type.
     fn slice(storage: &Storage) -> Option<&[Self]>;
     fn slice_mut(storage: &mut Storage) -> Option<&mut [Self]>;
@@ -44,7 +47,10 @@ impl Element for f32 {
         self as f64
     }
     fn error_function(self) -> Self {
-        libm::erff(self)
+        crate::cpu::fast_math::erf_f32(self)
+    }
+    fn fast_exp(self) -> Self {
+        crate::cpu::fast_math::exp_f32(self)
     }
     fn slice(storage: &Storage) -> Option<&[Self]> {
         match storage {
@@ -73,6 +79,9 @@ impl Element for f64 {
     }
     fn error_function(self) -> Self {
         libm::erf(self)
+    }
+    fn fast_exp(self) -> Self {
+        self.exp()
     }
     fn slice(storage: &Storage) -> Option<&[Self]> {
         match storage {

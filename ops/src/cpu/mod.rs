@@ -1,6 +1,7 @@
 //! CPU kernels shared by several ops: the blocked matrix multiply and the
 //! parallel loops that spread elementwise and row-wise work over rayon's threads.
 
+pub mod fast_math;
 pub mod gemm;
 
 use rayon::prelude::*;
@@ -10,13 +11,26 @@ use crate::Element;
 /// Below this many elements a loop runs on one thread: spawning costs more than it saves.
 pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
-/// `f` applied to every element, in parallel for large inputs.
+/// Elements per parallel task of the elementwise loops.
+const ELEMENTWISE_CHUNK: usize = 8192;
+
+/// `f` applied to every element, in parallel for large inputs. The inner loop
+/// runs over plain slices so that a branch-free `f` is vectorised.
 pub fn map<T: Element, U: Element>(x: &[T], f: impl Fn(T) -> U + Sync + Send) -> Vec<U> {
+    let mut out = vec![U::zero(); x.len()];
+    let body = |(o, xs): (&mut [U], &[T])| {
+        for (o, &v) in o.iter_mut().zip(xs) {
+            *o = f(v);
+        }
+    };
     if x.len() >= PARALLEL_MIN_ELEMENTS {
-        x.par_iter().with_min_len(4096).map(|&v| f(v)).collect()
+        out.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(body);
     } else {
-        x.iter().map(|&v| f(v)).collect()
+        body((&mut out, x));
     }
+    out
 }
 
 /// `f` applied pairwise to two equally long slices, in parallel for large inputs.
@@ -26,15 +40,21 @@ pub fn zip_map<T: Element, U: Element>(
     f: impl Fn(T, T) -> U + Sync + Send,
 ) -> Vec<U> {
     debug_assert_eq!(a.len(), b.len());
+    let mut out = vec![U::zero(); a.len()];
+    let body = |((o, xs), ys): ((&mut [U], &[T]), &[T])| {
+        for ((o, &x), &y) in o.iter_mut().zip(xs).zip(ys) {
+            *o = f(x, y);
+        }
+    };
     if a.len() >= PARALLEL_MIN_ELEMENTS {
-        a.par_iter()
-            .zip(b.par_iter())
-            .with_min_len(4096)
-            .map(|(&x, &y)| f(x, y))
-            .collect()
+        out.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(a.par_chunks(ELEMENTWISE_CHUNK))
+            .zip(b.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(body);
     } else {
-        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+        body(((&mut out, a), b));
     }
+    out
 }
 
 /// Calls `f(row_index, row)` for every row of `out` (rows of `row_len`

@@ -11,11 +11,12 @@ use crate::{with_dtype, Element, Result, Tensor};
 /// Writes `softmax(row)` (or `log_softmax` when `log`) into `out`.
 pub(crate) fn softmax_row<T: Element>(x: &[T], out: &mut [T], log: bool) {
     let max = x.iter().copied().fold(T::neg_infinity(), T::max);
-    let mut sum = T::zero();
+    // Exponentials first, then their sum: the first loop has no carried
+    // dependency, so it vectorises.
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - max).exp();
-        sum += *o;
+        *o = (v - max).fast_exp();
     }
+    let sum: T = out.iter().copied().sum();
     if log {
         let log_sum = sum.ln() + max;
         for (o, &v) in out.iter_mut().zip(x) {
