@@ -11,16 +11,15 @@ own thread). Prints images per second (median over the timed steps).
 """
 import argparse
 import copy
-import functools
 import math
 import statistics
 import time
-from collections import OrderedDict
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from msn_torch import Network, sinkhorn
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--threads", type=int, default=2)
@@ -33,49 +32,12 @@ torch.manual_seed(0)
 B, FOCAL, D, K = 128, 4, 192, 512
 
 
-class Network(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = timm.models.vision_transformer.VisionTransformer(
-            img_size=28, patch_size=4, in_chans=1, embed_dim=D, depth=6, num_heads=3, mlp_ratio=4.0,
-            qkv_bias=True, num_classes=0, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
-        self.head = nn.Sequential(OrderedDict([
-            ("fc1", nn.Linear(D, 1024)), ("bn1", nn.BatchNorm1d(1024)), ("gelu1", nn.GELU()),
-            ("fc2", nn.Linear(1024, 1024)), ("bn2", nn.BatchNorm1d(1024)), ("gelu2", nn.GELU()),
-            ("fc3", nn.Linear(1024, 128))]))
-
-    def forward(self, x, keep=None):
-        enc = self.encoder
-        t = enc.patch_embed.proj(x).flatten(2).transpose(1, 2)
-        g = int(math.isqrt(t.shape[1]))
-        pos = enc.pos_embed
-        if g != 7:
-            grid = pos[:, 1:].reshape(1, 7, 7, -1).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False)
-            pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g * g, -1)], dim=1)
-        h = torch.cat([enc.cls_token.expand(x.shape[0], -1, -1), t], dim=1) + pos
-        if keep is not None:
-            h = h[:, torch.cat([torch.zeros(1, dtype=torch.long), keep + 1])]
-        for blk in enc.blocks:
-            h = blk(h)
-        return self.head(enc.norm(h)[:, 0])
-
-
 anchor = Network().train()
 target = copy.deepcopy(anchor)
 for p in target.parameters():
     p.requires_grad_(False)
 prototypes = nn.Parameter(torch.empty(K, 128).uniform_(-1 / 16, 1 / 16))
 opt = torch.optim.AdamW([{"params": anchor.parameters()}, {"params": [prototypes], "weight_decay": 0.0}], lr=1e-3)
-
-
-def sinkhorn(q, iters=3):
-    q = q.T / q.sum()
-    k, b = q.shape
-    for _ in range(iters):
-        q = q / q.sum(dim=1, keepdim=True) / k
-        q = q / q.sum(dim=0, keepdim=True) / b
-    return (q * b).T
 
 
 def step():
