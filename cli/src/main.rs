@@ -5,6 +5,7 @@ mod eval;
 mod gradcheck;
 mod plot;
 mod pretrain;
+mod viz;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,8 @@ enum Command {
     Eval(Box<eval::Args>),
     /// Write the features of every image of a data set, with labels, as safetensors.
     Embed(Box<embed::Args>),
+    /// Draw the views with dropped patches, the CLS attention, and prototype usage.
+    Viz(Box<viz::Args>),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Pretrain(args) => pretrain::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Embed(args) => embed::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Viz(args) => viz::run(*args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -50,3 +50,36 @@ pub fn plot_losses(points: &[(u64, f64)], path: &Path, title: &str) -> Result<()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(())
 }
+
+/// A bar chart of counts (one bar per index, in the given order).
+pub fn plot_bars(counts: &[u32], path: &Path, title: &str) -> Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (900, 400)).into_drawing_area();
+    root.fill(&WHITE)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let top = counts.iter().copied().max().unwrap_or(1).max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0u32..counts.len() as u32, 0u32..top + 1)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    chart
+        .configure_mesh()
+        .x_desc("prototypes, most used first")
+        .y_desc("targets")
+        .draw()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    chart
+        .draw_series(
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| Rectangle::new([(i as u32, 0), (i as u32 + 1, c)], BLUE.filled())),
+        )
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    root.present()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}

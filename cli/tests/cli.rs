@@ -144,6 +144,21 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
         "each step logged once, in order"
     );
     assert!(dir.join("loss.png").is_file());
+    let checkpoint = dir.join("checkpoint.safetensors");
+    let viz = msn(&[
+        "viz",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--images",
+        "2",
+        "--out",
+        dir.join("viz").to_str().unwrap(),
+    ]);
+    assert!(viz.status.success(), "{}", stderr(&viz));
+    assert!(
+        dir.join("viz/prototypes.png").is_file(),
+        "a trained run draws prototype usage"
+    );
     let again = msn(&["pretrain", "--resume", "--out", out]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already finished"));
 
@@ -243,5 +258,34 @@ fn embed_writes_features_and_labels() {
             ("features".to_string(), vec![10_000, 24]),
             ("labels".to_string(), vec![10_000])
         ]
+    );
+}
+
+#[test]
+fn viz_draws_views_and_attention() {
+    let dir = scratch("viz");
+    let run = msn(&[
+        "viz",
+        "--checkpoint",
+        "random",
+        "--images",
+        "3",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    for picture in ["views.png", "attention.png"] {
+        let img = image::open(dir.join(picture)).unwrap();
+        assert!(
+            img.width() > 100 && img.height() > 100,
+            "{picture} is {}×{}",
+            img.width(),
+            img.height()
+        );
+    }
+    assert!(String::from_utf8_lossy(&run.stdout).contains("prototypes.png skipped"));
+    assert_clean_error(
+        &msn(&["viz", "--images", "0", "--out", dir.to_str().unwrap()]),
+        "--images must be at least 1",
     );
 }

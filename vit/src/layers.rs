@@ -123,6 +123,27 @@ impl Block {
         self.proj.forward(&merged)
     }
 
+    /// The CLS token's attention over all tokens, `[B, heads, T]` (softmax over keys).
+    pub fn cls_attention(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let dh = d / self.heads;
+        let qkv = self
+            .qkv
+            .forward(&self.norm1.forward(x)?)?
+            .reshape(&[b, t, 3, self.heads, dh])?
+            .permute(&[2, 0, 3, 1, 4])?;
+        let q = qkv
+            .narrow(0, 0, 1)?
+            .reshape(&[b, self.heads, t, dh])?
+            .narrow(2, 0, 1)?;
+        let k = qkv.narrow(0, 1, 1)?.reshape(&[b, self.heads, t, dh])?;
+        let scores = q
+            .matmul_nt(&k)?
+            .mul_scalar((dh as f64).powf(-0.5))?
+            .softmax()?;
+        scores.reshape(&[b, self.heads, t])
+    }
+
     pub fn visit(&mut self, prefix: &str, f: &mut Visitor) {
         self.norm1.visit(&join(prefix, "norm1"), f);
         self.qkv.visit(&join(prefix, "attn.qkv"), f);

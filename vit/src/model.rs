@@ -98,6 +98,24 @@ impl VisionTransformer {
         Tensor::concat(&[&cls, &resized], 1)
     }
 
+    /// The last block's attention from the CLS token to each patch, averaged
+    /// over heads: `[B, g·g]` for images of a `g×g` patch grid.
+    pub fn cls_attention_map(&self, images: &Tensor) -> Result<Tensor> {
+        let b = images.shape()[0];
+        let g = images.shape()[2] / self.config.patch_size;
+        let tokens = self
+            .patch_embed
+            .forward(&images.patchify(self.config.patch_size)?)?;
+        let cls = self.cls_token.broadcast_to(&[b, 1, self.config.width])?;
+        let mut x = Tensor::concat(&[&cls, &tokens], 1)?.add(&self.pos_embed_for(g)?)?;
+        let (last, earlier) = self.blocks.split_last().expect("depth ≥ 1");
+        for block in earlier {
+            x = block.forward(&x)?;
+        }
+        let attention = last.cls_attention(&x)?.mean_axis(1, false)?;
+        Ok(attention.narrow(1, 1, g * g)?)
+    }
+
     /// Runs images `[B, C, H, W]` (square) through the encoder. `keep`, when
     /// given, lists the patch indices (0-based, row-major) that survive token
     /// dropping, the same for every image; they are selected after the
