@@ -18,6 +18,27 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The CIFAR-10 sample photos (RGB) sorted into one folder per label.
+fn cifar_class_folder(name: &str) -> PathBuf {
+    let photos =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/cifar10-samples");
+    let root = scratch(name);
+    for entry in std::fs::read_dir(&photos).unwrap() {
+        let path = entry.unwrap().path();
+        let label = path
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .rsplit('_')
+            .next()
+            .unwrap()
+            .to_string();
+        std::fs::create_dir_all(root.join(&label)).unwrap();
+        std::fs::copy(&path, root.join(&label).join(path.file_name().unwrap())).unwrap();
+    }
+    root
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -73,17 +94,7 @@ fn bad_pretraining_input_is_a_one_line_error() {
         "batch size 1",
     );
     assert_clean_error(&msn(&["pretrain", "--resume", "--out", out]), "not found");
-    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images");
-    let wrong_channels = scratch("rgb");
-    std::fs::create_dir_all(wrong_channels.join("a")).unwrap();
-    for f in ["cifar10_00_3.png", "cifar10_01_8.png", "cifar10_02_8.png"] {
-        std::fs::copy(
-            photos.join("cifar10-samples").join(f),
-            wrong_channels.join("a").join(f),
-        )
-        .unwrap();
-    }
-    let data = format!("folder:{}", wrong_channels.display());
+    let data = format!("folder:{}", cifar_class_folder("rgb").display());
     assert_clean_error(
         &msn(&["pretrain", "--data", &data, "--out", out]),
         "3 channel(s) but the fmnist-tiny encoder expects 1",
@@ -184,23 +195,7 @@ fn evaluation_inputs_are_checked() {
         &msn(&["eval", "--features", "patches"]),
         "unknown features `patches`",
     );
-    let photos =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/cifar10-samples");
-    let root = scratch("eval-folder");
-    for entry in std::fs::read_dir(&photos).unwrap() {
-        let path = entry.unwrap().path();
-        let label = path
-            .file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .rsplit('_')
-            .next()
-            .unwrap()
-            .to_string();
-        std::fs::create_dir_all(root.join(&label)).unwrap();
-        std::fs::copy(&path, root.join(&label).join(path.file_name().unwrap())).unwrap();
-    }
-    let data = format!("folder:{}", root.display());
+    let data = format!("folder:{}", cifar_class_folder("eval-folder").display());
     assert_clean_error(
         &msn(&[
             "eval",

@@ -144,20 +144,11 @@ impl PretrainConfig {
             head_hidden: 2048,
             head_output: 256,
             prototypes: 1024,
-            loss: LossConfig::default(),
             batch_size: 64,
             steps: 1000,
-            lr: 1e-3,
-            start_lr: 2e-4,
-            final_lr: 1e-6,
+            // 15 warmup epochs of MSN's 800; optimisation otherwise as fmnist-tiny (MSN's own values).
             warmup_fraction: 15.0 / 800.0,
-            start_wd: 0.04,
-            final_wd: 0.4,
-            start_momentum: 0.996,
-            final_momentum: 1.0,
-            clip: 3.0,
-            schedule_stretch: 1.25,
-            seed: 0,
+            ..Self::fmnist_tiny()
         }
     }
 

@@ -78,22 +78,22 @@ impl AdamW {
             1.0
         };
         let g = grad.data::<f32>()?;
-        let mut m_new = Vec::new();
         self.first_moments[i].map_in_place::<f32>(|m| {
             for (m, &g) in m.iter_mut().zip(g) {
                 *m = b1 * *m + (1.0 - b1) * g;
             }
-            m_new = m.to_vec();
         })?;
-        let v = &mut self.second_moments[i];
-        v.map_in_place::<f32>(|v| {
+        self.second_moments[i].map_in_place::<f32>(|v| {
             for (v, &g) in v.iter_mut().zip(g) {
                 *v = b2 * *v + (1.0 - b2) * g * g;
             }
         })?;
-        let v = v.data::<f32>()?;
+        let (m, v) = (
+            self.first_moments[i].data::<f32>()?,
+            self.second_moments[i].data::<f32>()?,
+        );
         param.map_in_place::<f32>(|p| {
-            for ((p, &m), &v) in p.iter_mut().zip(&m_new).zip(v) {
+            for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
                 *p = *p * decay - step_size * m / (v.sqrt() / correction2 + eps);
             }
         })?;

@@ -273,17 +273,15 @@ impl Trainer {
             .collect();
         let (m, mut index, mut failure) = (momentum as f32, 0, None);
         self.target.visit(&mut |_, t| {
-            let source = anchor[index].data::<f32>().map(|s| s.to_vec());
-            let result = source.map_err(crate::Error::from).and_then(|s| {
+            let result = anchor[index].data::<f32>().and_then(|source| {
                 t.map_in_place::<f32>(|v| {
                     v.iter_mut()
-                        .zip(&s)
-                        .for_each(|(v, a)| *v = m * *v + (1.0 - m) * a)
+                        .zip(source)
+                        .for_each(|(v, &a)| *v = m * *v + (1.0 - m) * a)
                 })
-                .map_err(Into::into)
             });
             if let Err(e) = result {
-                failure.get_or_insert(e);
+                failure.get_or_insert(e.into());
             }
             index += 1;
         });

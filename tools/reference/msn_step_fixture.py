@@ -14,15 +14,15 @@ Names follow the Rust trainer: `encoder.<timm name>`, `head.fc1.weight`, ...,
 `prototypes`. Prefixes: `init.`, `grad.`, `after_adam.`, `after_ema.`.
 """
 import copy
-import functools
 import math
 from collections import OrderedDict
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
+
+from msn_torch import Network, sinkhorn
 
 torch.manual_seed(0)
 B, FOCAL, D, K, HID, OUT = 4, 2, 24, 8, 32, 16
@@ -32,36 +32,7 @@ LR, START_LR, FINAL_LR, WARMUP = 1e-3, 2e-4, 1e-6, 1  # warmup = round(0.1 * 10)
 WD0, WD1, M0, M1, STRETCH = 0.04, 0.4, 0.996, 1.0, 1.25
 
 
-class Network(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = timm.models.vision_transformer.VisionTransformer(
-            img_size=28, patch_size=4, in_chans=1, embed_dim=D, depth=2, num_heads=3, mlp_ratio=4.0,
-            qkv_bias=True, num_classes=0, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
-        self.head = nn.Sequential(OrderedDict([
-            ("fc1", nn.Linear(D, HID)), ("bn1", nn.BatchNorm1d(HID)), ("gelu1", nn.GELU()),
-            ("fc2", nn.Linear(HID, HID)), ("bn2", nn.BatchNorm1d(HID)), ("gelu2", nn.GELU()),
-            ("fc3", nn.Linear(HID, OUT))]))
-
-    def forward(self, x, keep=None):
-        enc = self.encoder
-        b = x.shape[0]
-        t = enc.patch_embed.proj(x).flatten(2).transpose(1, 2)
-        g0, g = 7, int(math.isqrt(t.shape[1]))
-        pos = enc.pos_embed
-        if g != g0:
-            grid = pos[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False)
-            pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g * g, -1)], dim=1)
-        h = torch.cat([enc.cls_token.expand(b, -1, -1), t], dim=1) + pos
-        if keep is not None:
-            h = h[:, torch.cat([torch.zeros(1, dtype=torch.long), keep + 1])]
-        for blk in enc.blocks:
-            h = blk(h)
-        return self.head(enc.norm(h)[:, 0])
-
-
-anchor = Network()
+anchor = Network(width=D, depth=2, heads=3, hidden=HID, out=OUT)
 with torch.no_grad():  # every parameter non-trivial
     for p in anchor.parameters():
         p.add_(0.05 * torch.randn_like(p))
@@ -94,16 +65,6 @@ init["init.prototypes"] = prototypes.detach().clone()
 z = torch.cat([anchor(views["view.anchor"], keep), anchor(views["view.focal"])], dim=0)
 with torch.no_grad():
     h = target(views["view.target"])
-
-
-def sinkhorn(q, iters=3):
-    q = q.T
-    q = q / q.sum()
-    k, b = q.shape
-    for _ in range(iters):
-        q = q / q.sum(dim=1, keepdim=True) / k
-        q = q / q.sum(dim=0, keepdim=True) / b
-    return (q * b).T
 
 
 protos_n = F.normalize(prototypes, dim=1)

@@ -53,13 +53,13 @@ pub fn fashion_mnist_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fashion-mnist"))
 }
 
-fn split_suffix(spec: &str) -> Result<(&str, Split)> {
+fn split_suffix(spec: &str) -> (&str, Split) {
     if let Some(rest) = spec.strip_suffix(":train") {
-        Ok((rest, Split::Train))
+        (rest, Split::Train)
     } else if let Some(rest) = spec.strip_suffix(":test") {
-        Ok((rest, Split::Test))
+        (rest, Split::Test)
     } else {
-        Ok((spec, Split::Train))
+        (spec, Split::Train)
     }
 }
 
@@ -67,12 +67,12 @@ fn split_suffix(spec: &str) -> Result<(&str, Split)> {
 /// `cifar10:PATH[:train|:test]` (train is the default split).
 pub fn open(source: &str) -> Result<ImageSet> {
     let mut set = if source == "fashion-mnist" || source.starts_with("fashion-mnist:") {
-        let (_, split) = split_suffix(source)?;
+        let (_, split) = split_suffix(source);
         idx::fashion_mnist(&fashion_mnist_dir(), split)?
     } else if let Some(path) = source.strip_prefix("folder:") {
         folder::image_folder(Path::new(path))?
     } else if let Some(rest) = source.strip_prefix("cifar10:") {
-        let (path, split) = split_suffix(rest)?;
+        let (path, split) = split_suffix(rest);
         cifar::cifar10(Path::new(path), split)?
     } else {
         return Err(Error::Source(source.to_string()));

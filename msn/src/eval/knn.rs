@@ -19,11 +19,13 @@ pub fn knn_accuracy(
     let n_train = train.shape()[0];
     let k = k.min(n_train);
     let mut correct = 0usize;
+    let mut order: Vec<usize> = Vec::with_capacity(n_train);
     for start in (0..test.shape()[0]).step_by(512) {
         let rows = (test.shape()[0] - start).min(512);
         let sims = test.narrow(0, start, rows)?.matmul_nt(train)?.to_vec_f32();
         for (r, row) in sims.chunks(n_train).enumerate() {
-            let mut order: Vec<usize> = (0..n_train).collect();
+            order.clear();
+            order.extend(0..n_train);
             order.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
             let mut votes = vec![0.0f64; classes];
             for &j in &order[..k] {
