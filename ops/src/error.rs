@@ -26,6 +26,8 @@ pub enum Error {
         axis: isize,
         rank: usize,
     },
+    #[error("{op}: {message}")]
+    Device { op: &'static str, message: String },
     #[error(transparent)]
     Autograd(#[from] autograd::Error),
 }

@@ -25,7 +25,9 @@ impl Value for Tensor {
         Ok(crate::ops::broadcast::sum_to_shape(self, shape)?)
     }
     fn ones_like(&self) -> Self {
-        Tensor::ones(Tensor::shape(self), self.dtype())
+        let ones = Tensor::ones(Tensor::shape(self), self.dtype());
+        ones.to_device(self.device())
+            .expect("the device already holds this tensor")
     }
 }
 
@@ -34,7 +36,9 @@ impl Probe for Tensor {
         Tensor::to_vec_f64(self)
     }
     fn with_f64_values(&self, data: &[f64]) -> Self {
-        Tensor::from_f64s(data, Tensor::shape(self), self.dtype()).expect("same length as self")
+        Tensor::from_f64s(data, Tensor::shape(self), self.dtype())
+            .and_then(|t| t.to_device(self.device()))
+            .expect("same length as self, on a device that holds self")
     }
 }
 

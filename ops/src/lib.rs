@@ -14,6 +14,7 @@ pub mod cpu;
 mod device;
 mod dtype;
 mod error;
+pub mod gpu;
 mod grad;
 pub mod ops;
 mod shape;

@@ -112,8 +112,18 @@ impl Tensor {
         &self.storage
     }
 
-    /// The typed elements; an error when the dtype is not `T`.
+    /// The typed elements of a host tensor; an error when the dtype is not
+    /// `T` or the tensor lives on a GPU.
     pub fn data<T: Element>(&self) -> Result<&[T]> {
+        if let Storage::Gpu(b) = &*self.storage {
+            return Err(Error::Device {
+                op: "data",
+                message: format!(
+                    "the tensor lives on {}; read it with to_vec_f32 or move it with to_device(Device::Cpu)",
+                    b.device()
+                ),
+            });
+        }
         T::slice(&self.storage).ok_or(Error::DType {
             op: "data",
             lhs: self.dtype(),
@@ -121,15 +131,49 @@ impl Tensor {
         })
     }
 
+    /// The values as f64, read back from the device when on a GPU.
+    ///
+    /// # Panics
+    /// When reading back from the GPU fails (the device was lost).
     pub fn to_vec_f64(&self) -> Vec<f64> {
-        with_dtype!(self.dtype(), T => self.data::<T>().expect("dtype matches").iter().map(|x| x.to_f64()).collect())
+        match &*self.storage {
+            Storage::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            Storage::F64(v) => v.clone(),
+            Storage::Gpu(_) => self.to_vec_f32().into_iter().map(f64::from).collect(),
+        }
     }
 
+    /// The values as f32, read back from the device when on a GPU.
+    ///
+    /// # Panics
+    /// When reading back from the GPU fails (the device was lost).
     pub fn to_vec_f32(&self) -> Vec<f32> {
         match &*self.storage {
             Storage::F32(v) => v.clone(),
             Storage::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            Storage::Gpu(b) => crate::gpu::download(b).expect("reading a GPU buffer back"),
         }
+    }
+
+    /// The same values on `device` (differentiable: the gradient moves back).
+    /// GPU tensors hold f32; an f64 tensor is rounded on the way.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let out = match device {
+            Device::Cpu => Tensor::from_vec(self.to_vec_f32(), &self.shape)?,
+            gpu => crate::gpu::upload(self, gpu)?,
+        };
+        let from = self.device();
+        crate::grad::record("to_device", &[self], out, move |g| {
+            Ok(vec![Some(g.to_device(from)?)])
+        })
+    }
+
+    /// Whether the storage is on a GPU.
+    pub fn is_on_gpu(&self) -> bool {
+        matches!(&*self.storage, Storage::Gpu(_))
     }
 
     /// The single value of a one-element tensor.
@@ -183,6 +227,12 @@ impl Tensor {
     /// Applies `f` to the elements in place, copying the buffer first only if it
     /// is shared. Not recorded: this is for optimizers and running statistics.
     pub fn map_in_place<T: Element>(&mut self, f: impl FnMut(&mut [T])) -> Result<()> {
+        if self.is_on_gpu() {
+            return Err(Error::Device {
+                op: "map_in_place",
+                message: format!("the tensor lives on {}; update it with ops", self.device()),
+            });
+        }
         let dtype = self.dtype();
         if dtype != T::DTYPE {
             return Err(Error::DType {
@@ -201,6 +251,12 @@ impl Tensor {
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
+        }
+        if self.is_on_gpu() {
+            return Err(Error::Device {
+                op: "to_dtype",
+                message: format!("GPU tensors hold f32; move the tensor to the CPU for {dtype:?}"),
+            });
         }
         let out = Tensor::from_f64s(&self.to_vec_f64(), &self.shape, dtype)?;
         let from = self.dtype();

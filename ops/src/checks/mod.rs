@@ -6,7 +6,10 @@
 //! same generators, so the CLI table and `cargo test` check the same thing.
 
 mod cases;
+mod device;
 mod random;
+
+pub use device::{compare_with_cpu, DeviceReport, DEVICE_TOLERANCE};
 
 use autograd::{check_gradients, GradCheckReport, Tolerance};
 use rand::rngs::StdRng;

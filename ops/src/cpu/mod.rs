@@ -83,6 +83,14 @@ pub fn for_each_row<T: Element>(
 /// `Tensor` of `f(x)` for every element `x` of `$t`; inside `f`, `T` is the element type.
 #[macro_export]
 macro_rules! map_elements {
+    ($t:expr, gpu: $op:expr, |$x:ident| $body:expr) => {{
+        let t: &$crate::Tensor = $t;
+        if t.is_on_gpu() {
+            $crate::gpu::unary(t, $op)
+        } else {
+            $crate::map_elements!(t, |$x| $body)
+        }
+    }};
     ($t:expr, |$x:ident| $body:expr) => {{
         let t: &$crate::Tensor = $t;
         $crate::with_dtype!(t.dtype(), T => {
@@ -94,6 +102,14 @@ macro_rules! map_elements {
 /// `Tensor` of `f(x, y)` over two tensors of the same shape and dtype.
 #[macro_export]
 macro_rules! zip_elements {
+    ($a:expr, $b:expr, gpu: $op:expr, |$x:ident, $y:ident| $body:expr) => {{
+        let (a, b): (&$crate::Tensor, &$crate::Tensor) = ($a, $b);
+        if a.is_on_gpu() && a.shape() == b.shape() {
+            $crate::gpu::binary(a, b, $op)
+        } else {
+            $crate::zip_elements!(a, b, |$x, $y| $body)
+        }
+    }};
     ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {{
         let (a, b): (&$crate::Tensor, &$crate::Tensor) = ($a, $b);
         if a.shape() != b.shape() {

@@ -191,6 +191,10 @@ impl Tensor {
             d: q.shape()[r - 1],
             e: v.shape()[r - 1],
         };
+        if q.is_on_gpu() {
+            // On a GPU, attention is its composition of recorded ops.
+            return q.matmul_nt(k)?.mul_scalar(scale)?.softmax()?.matmul(v);
+        }
         let batch: usize = lead.iter().product();
         let mut out_shape = lead.to_vec();
         out_shape.extend([dims.n, dims.e]);

@@ -40,6 +40,13 @@ impl BatchStats {
                     batch.shape()
                 ));
             }
+            if running.is_on_gpu() {
+                *running = running
+                    .detach()
+                    .mul_scalar(1.0 - momentum)?
+                    .add(&batch.detach().mul_scalar(momentum)?)?;
+                continue;
+            }
             let batch = batch.to_vec_f64();
             with_dtype!(running.dtype(), T => running.map_in_place::<T>(|r| {
                 for (r, b) in r.iter_mut().zip(&batch) {
@@ -122,6 +129,9 @@ impl Tensor {
                 });
             }
         }
+        if self.is_on_gpu() {
+            return self.batch_norm_composed(weight, bias, eps);
+        }
         let (out, mean, var) = with_dtype!(self.dtype(), T => {
             let (x, w, b) = (self.data::<T>()?, weight.data::<T>()?, bias.data::<T>()?);
             let mut mean = vec![T::zero(); c];
@@ -171,6 +181,33 @@ impl Tensor {
             move |g| with_dtype!(g.dtype(), T => backward::<T>(&saved, g, n, c)),
         )?;
         Ok((out, stats))
+    }
+
+    /// Training-mode batch norm composed of recorded ops, for GPUs: batch norm
+    /// of `[N, C]` is layer norm of its transpose `[C, N]`, then the affine map.
+    fn batch_norm_composed(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f64,
+    ) -> Result<(Tensor, BatchStats)> {
+        let (n, dev) = (self.shape()[0], self.device());
+        let x = self.detach();
+        let mean = x.mean_axis(0, false)?;
+        let centered = x.sub(&mean)?;
+        let var_unbiased = centered
+            .mul(&centered)?
+            .sum_axis(0, false)?
+            .mul_scalar(1.0 / (n - 1) as f64)?;
+        let ones = Tensor::ones(&[n], self.dtype()).to_device(dev)?;
+        let zeros = Tensor::zeros(&[n], self.dtype()).to_device(dev)?;
+        let out = self
+            .transpose(0, 1)?
+            .layer_norm(&ones, &zeros, eps)?
+            .transpose(0, 1)?
+            .mul(weight)?
+            .add(bias)?;
+        Ok((out, BatchStats { mean, var_unbiased }))
     }
 
     /// Evaluation-mode batch norm with running statistics, composed of primitives.

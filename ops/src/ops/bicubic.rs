@@ -142,6 +142,9 @@ impl Tensor {
         let rank = out_shape.len();
         out_shape[rank - 2] = out_h;
         out_shape[rank - 1] = out_w;
+        if self.is_on_gpu() {
+            return self.resize_by_products(&rh, &rw, (h, w), (out_h, out_w), &out_shape);
+        }
         let out = with_dtype!(self.dtype(), T => {
             Tensor::from_vec(apply(self.data::<T>()?, &rh, &rw, (h, w), (out_h, out_w)), &out_shape)?
         });
@@ -153,6 +156,34 @@ impl Tensor {
             });
             Ok(vec![Some(dx)])
         })
+    }
+}
+
+impl Tensor {
+    /// `R_h · X · R_wᵀ` as recorded matrix products, for devices where the
+    /// products are the fast path; their backward is the transpose above.
+    fn resize_by_products(
+        &self,
+        rh: &[f64],
+        rw: &[f64],
+        (h, w): (usize, usize),
+        (out_h, out_w): (usize, usize),
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
+        let dev = self.device();
+        let rh = Tensor::from_f64s(rh, &[out_h, h], self.dtype())?.to_device(dev)?;
+        let rw = Tensor::from_f64s(rw, &[out_w, w], self.dtype())?.to_device(dev)?;
+        let slices = self.numel() / (h * w);
+        let along_w = self.reshape(&[slices * h, w])?.matmul_nt(&rw)?;
+        let along_h = along_w
+            .reshape(&[slices, h, out_w])?
+            .transpose(1, 2)?
+            .reshape(&[slices * out_w, h])?
+            .matmul_nt(&rh)?;
+        along_h
+            .reshape(&[slices, out_w, out_h])?
+            .transpose(1, 2)?
+            .reshape(out_shape)
     }
 }
 

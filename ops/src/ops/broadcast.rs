@@ -86,6 +86,9 @@ pub fn sum_to_shape(t: &Tensor, shape: &[usize]) -> Result<Option<Tensor>> {
     if broadcast_shapes(shape, t.shape()).as_deref() != Some(t.shape()) {
         return Ok(None);
     }
+    if t.is_on_gpu() {
+        return sum_to_shape_by_axes(t, shape).map(Some);
+    }
     let out = with_dtype!(t.dtype(), T => {
         let src = t.data::<T>()?;
         let target_strides = broadcast_strides(shape, t.shape());
@@ -109,6 +112,18 @@ pub fn sum_to_shape(t: &Tensor, shape: &[usize]) -> Result<Option<Tensor>> {
     Ok(Some(out))
 }
 
+/// `sum_to_shape` as a sequence of axis sums, which run on any device.
+fn sum_to_shape_by_axes(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let strides = broadcast_strides(shape, t.shape());
+    let mut acc = t.detach();
+    for (axis, &stride) in strides.iter().enumerate() {
+        if stride == 0 && t.shape()[axis] != 1 {
+            acc = acc.sum_axis(axis as isize, true)?;
+        }
+    }
+    acc.reshape(shape)
+}
+
 impl Tensor {
     /// Copies the tensor broadcast to `shape` (PyTorch `expand(...).contiguous()`).
     /// Backward: the engine sums the gradient back, so the rule passes it on.
@@ -124,7 +139,9 @@ impl Tensor {
         if self.shape() == shape {
             return Ok(self.clone());
         }
-        let out = with_dtype!(self.dtype(), T => {
+        let out = if self.is_on_gpu() {
+            crate::gpu::broadcast_to(self, shape)?
+        } else { with_dtype!(self.dtype(), T => {
             let src = self.data::<T>()?;
             let strides = broadcast_strides(self.shape(), shape);
             let rank = shape.len();
@@ -138,7 +155,7 @@ impl Tensor {
                 }
             });
             Tensor::from_vec(out, shape)?
-        });
+        }) };
         crate::grad::record("broadcast_to", &[self], out, |g| Ok(vec![Some(g.clone())]))
     }
 }

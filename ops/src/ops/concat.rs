@@ -41,7 +41,9 @@ impl Tensor {
             out_shape[axis] += t.shape()[axis];
         }
         let (outer, total, inner) = split_at_axis(&out_shape, axis);
-        let out = with_dtype!(first.dtype(), T => {
+        let out = if first.is_on_gpu() {
+            crate::gpu::concat(tensors, axis)?
+        } else { with_dtype!(first.dtype(), T => {
             let mut out = Vec::with_capacity(outer * total * inner);
             for o in 0..outer {
                 for t in tensors {
@@ -50,7 +52,7 @@ impl Tensor {
                 }
             }
             Tensor::from_vec(out, &out_shape)?
-        });
+        }) };
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[axis]).collect();
         crate::grad::record("concat", tensors, out, move |g| {
             let mut start = 0;

@@ -12,6 +12,7 @@
 //! `dp = −g·(log p + 1)`.
 
 use crate::error::shape_err;
+use crate::gpu::{BinaryOp, UnaryOp};
 use crate::{with_dtype, Result, Tensor};
 
 impl Tensor {
@@ -28,6 +29,12 @@ impl Tensor {
         }
         let k = *self.shape().last().expect("rank ≥ 1");
         let rows = self.numel() / k.max(1);
+        if self.is_on_gpu() {
+            return targets
+                .mul(&self.log_softmax()?)?
+                .sum_all()?
+                .mul_scalar(-1.0 / rows as f64);
+        }
         let log_probs = self.detach().log_softmax()?;
         let loss = with_dtype!(self.dtype(), T => {
             let (lp, q) = (log_probs.data::<T>()?, targets.data::<T>()?);
@@ -62,6 +69,14 @@ impl Tensor {
             .last()
             .ok_or_else(|| shape_err!("entropy", "needs at least 1 dimension"))?;
         let out_shape = &self.shape()[..self.rank() - 1];
+        if self.is_on_gpu() {
+            let p = self.detach();
+            let terms = crate::gpu::unary(self, UnaryOp::XLogX)?;
+            let terms = crate::grad::record("entropy", &[self], terms, move |g| {
+                Ok(vec![Some(crate::gpu::binary(g, &p, BinaryOp::XLogXGrad)?)])
+            })?;
+            return terms.sum_axis(-1, false)?.neg();
+        }
         let out = with_dtype!(self.dtype(), T => {
             let p = self.data::<T>()?;
             let h: Vec<T> = p.chunks_exact(k.max(1)).map(|row| {

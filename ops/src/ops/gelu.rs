@@ -6,6 +6,7 @@
 //! exp are the vectorisable approximations of `cpu::fast_math` (error about
 //! one f32 ulp); in f64 they are libm's.
 
+use crate::gpu::{BinaryOp, UnaryOp};
 use crate::{map_elements, zip_elements, Result, Tensor};
 
 const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -14,13 +15,13 @@ const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
 impl Tensor {
     pub fn gelu(&self) -> Result<Tensor> {
-        let out = map_elements!(self, |x| {
+        let out = map_elements!(self, gpu: UnaryOp::Gelu, |x| {
             let half = T::from_f64(0.5);
             half * x * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function())
         })?;
         let x = self.detach();
         crate::grad::record("gelu", &[self], out, move |g| {
-            let dx = zip_elements!(g, &x, |g, x| {
+            let dx = zip_elements!(g, &x, gpu: BinaryOp::GeluGrad, |g, x| {
                 let cdf = T::from_f64(0.5)
                     * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function());
                 let pdf = T::from_f64(INV_SQRT_2PI) * (-T::from_f64(0.5) * x * x).fast_exp();

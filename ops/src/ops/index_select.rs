@@ -26,6 +26,13 @@ impl Tensor {
         let m = indices.len();
         let mut out_shape = self.shape().to_vec();
         out_shape[axis] = m;
+        if self.is_on_gpu() {
+            let out = crate::gpu::index_select(self, axis, indices)?;
+            let (indices, in_shape) = (indices.to_vec(), self.shape().to_vec());
+            return crate::grad::record("index_select", &[self], out, move |g| {
+                Ok(vec![Some(crate::gpu::index_select_backward(g, axis, &indices, &in_shape)?)])
+            });
+        }
         let out = with_dtype!(self.dtype(), T => {
             let x = self.data::<T>()?;
             let mut out = Vec::with_capacity(outer * m * inner);

@@ -13,6 +13,13 @@ impl Tensor {
             .shape()
             .last()
             .ok_or_else(|| shape_err!("l2_normalize", "needs at least 1 dimension"))?;
+        if self.is_on_gpu() {
+            let (out, norms) = crate::gpu::l2_normalize(self, eps)?;
+            let y = out.clone();
+            return crate::grad::record("l2_normalize", &[self], out, move |g| {
+                Ok(vec![Some(crate::gpu::l2_normalize_backward(g, &y, &norms, eps)?)])
+            });
+        }
         let rows = self.numel() / d.max(1);
         let (out, norms) = with_dtype!(self.dtype(), T => {
             let x = self.data::<T>()?;

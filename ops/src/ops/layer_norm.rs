@@ -103,6 +103,14 @@ impl Tensor {
                 });
             }
         }
+        if self.is_on_gpu() {
+            let (out, mean, rstd) = crate::gpu::layer_norm(self, weight, bias, eps)?;
+            let (x, w) = (self.detach(), weight.detach());
+            return crate::grad::record(OP, &[self, weight, bias], out, move |g| {
+                let (dx, dw, db) = crate::gpu::layer_norm_backward(g, &x, &w, &mean, &rstd)?;
+                Ok(vec![Some(dx), Some(dw), Some(db)])
+            });
+        }
         let rows = self.numel() / d.max(1);
         let (out, mean, rstd) = with_dtype!(self.dtype(), T => {
             let (x, w, b) = (self.data::<T>()?, weight.data::<T>()?, bias.data::<T>()?);

@@ -73,6 +73,15 @@ impl Tensor {
         let rows = self.numel() / inp.max(1);
         let mut out_shape = self.shape().to_vec();
         *out_shape.last_mut().expect("rank ≥ 1") = out_features;
+        if self.is_on_gpu() {
+            // On a GPU, the composition of recorded ops is the op.
+            let y = self.reshape(&[rows, inp])?.matmul_nt(weight)?;
+            let y = match bias {
+                Some(b) => y.add(b)?,
+                None => y,
+            };
+            return y.reshape(&out_shape);
+        }
         let out = with_dtype!(self.dtype(), T => {
             let b = match bias {
                 Some(b) => Some(b.data::<T>()?),

@@ -111,10 +111,14 @@ impl Tensor {
         let batch: usize = batch_shape.iter().product();
         let mut out_shape = batch_shape.to_vec();
         out_shape.extend([m, n]);
-        let out = with_dtype!(self.dtype(), T => {
-            let c = matmul_kernel(self.data::<T>()?, other.data::<T>()?, batch, (m, n, ka), (ta, tb));
-            Tensor::from_vec(c, &out_shape)?
-        });
+        let out = if self.is_on_gpu() {
+            crate::gpu::matmul(self, other, batch, (m, n, ka), (ta, tb), false)?.reshape(&out_shape)?
+        } else {
+            with_dtype!(self.dtype(), T => {
+                let c = matmul_kernel(self.data::<T>()?, other.data::<T>()?, batch, (m, n, ka), (ta, tb));
+                Tensor::from_vec(c, &out_shape)?
+            })
+        };
         let (a, b) = (self.detach(), other.detach());
         crate::grad::record(OP, &[self, other], out, move |g| {
             let (da, db) = match (ta, tb) {

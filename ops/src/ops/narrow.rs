@@ -48,11 +48,18 @@ impl Tensor {
         }
         let mut out_shape = self.shape().to_vec();
         out_shape[axis] = len;
-        let out = with_dtype!(self.dtype(), T => {
-            Tensor::from_vec(narrow_kernel(self.data::<T>()?, outer, n, inner, start, len, false), &out_shape)?
-        });
+        let out = if self.is_on_gpu() {
+            crate::gpu::narrow(self, axis, start, len)?
+        } else {
+            with_dtype!(self.dtype(), T => {
+                Tensor::from_vec(narrow_kernel(self.data::<T>()?, outer, n, inner, start, len, false), &out_shape)?
+            })
+        };
         let in_shape = self.shape().to_vec();
         crate::grad::record("narrow", &[self], out, move |g| {
+            if g.is_on_gpu() {
+                return Ok(vec![Some(crate::gpu::narrow_backward(g, &in_shape, axis, start)?)]);
+            }
             let dx = with_dtype!(g.dtype(), T => {
                 Tensor::from_vec(narrow_kernel(g.data::<T>()?, outer, n, inner, start, len, true), &in_shape)?
             });

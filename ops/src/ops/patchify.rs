@@ -73,8 +73,15 @@ impl Tensor {
             ));
         }
         let out_shape = [b, (h / patch) * (w / patch), c * patch * patch];
-        let out = with_dtype!(self.dtype(), T => Tensor::from_vec(patch_copy(self.data::<T>()?, dims, patch, true), &out_shape)?);
+        let out = if self.is_on_gpu() {
+            crate::gpu::patchify(self, patch)?
+        } else {
+            with_dtype!(self.dtype(), T => Tensor::from_vec(patch_copy(self.data::<T>()?, dims, patch, true), &out_shape)?)
+        };
         crate::grad::record("patchify", &[self], out, move |g| {
+            if g.is_on_gpu() {
+                return Ok(vec![Some(crate::gpu::unpatchify(g, dims, patch)?)]);
+            }
             let dx = with_dtype!(g.dtype(), T => Tensor::from_vec(patch_copy(g.data::<T>()?, dims, patch, false), &dims)?);
             Ok(vec![Some(dx)])
         })

@@ -54,7 +54,11 @@ impl Tensor {
             ));
         }
         let out_shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
-        let out = with_dtype!(self.dtype(), T => Tensor::from_vec(permute_kernel(self.data::<T>()?, self.shape(), perm), &out_shape)?);
+        let out = if self.is_on_gpu() {
+            crate::gpu::permute(self, perm)?
+        } else {
+            with_dtype!(self.dtype(), T => Tensor::from_vec(permute_kernel(self.data::<T>()?, self.shape(), perm), &out_shape)?)
+        };
         let mut inverse = vec![0; rank];
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;

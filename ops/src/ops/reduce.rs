@@ -80,10 +80,15 @@ impl Tensor {
     pub fn sum_axis(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
         let axis = normalize_axis("sum", axis, self.rank())?;
         let (outer, n, inner) = split_at_axis(self.shape(), axis);
-        let out = with_dtype!(self.dtype(), T => {
-            let (v, _) = reduce_kernel(self.data::<T>()?, outer, n, inner, Reduction::Sum);
-            Tensor::from_vec(v, &reduced_shape(self.shape(), axis, keepdim))?
-        });
+        let out_shape = reduced_shape(self.shape(), axis, keepdim);
+        let out = if self.is_on_gpu() {
+            crate::gpu::reduce(self, axis, crate::gpu::Reduction::Sum, &out_shape)?
+        } else {
+            with_dtype!(self.dtype(), T => {
+                let (v, _) = reduce_kernel(self.data::<T>()?, outer, n, inner, Reduction::Sum);
+                Tensor::from_vec(v, &out_shape)?
+            })
+        };
         let (in_shape, kept) = (
             self.shape().to_vec(),
             reduced_shape(self.shape(), axis, true),
@@ -103,6 +108,14 @@ impl Tensor {
     pub fn max_axis(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
         let axis = normalize_axis("max", axis, self.rank())?;
         let (outer, n, inner) = split_at_axis(self.shape(), axis);
+        if self.is_on_gpu() {
+            let out_shape = reduced_shape(self.shape(), axis, keepdim);
+            let out = crate::gpu::reduce(self, axis, crate::gpu::Reduction::Max, &out_shape)?;
+            let (x, max) = (self.detach(), out.clone());
+            return crate::grad::record("max", &[self], out, move |g| {
+                Ok(vec![Some(crate::gpu::max_backward(&x, &max, g, axis)?)])
+            });
+        }
         let (out, arg) = with_dtype!(self.dtype(), T => {
             let (v, arg) = reduce_kernel(self.data::<T>()?, outer, n, inner, Reduction::Max);
             (Tensor::from_vec(v, &reduced_shape(self.shape(), axis, keepdim))?, arg)

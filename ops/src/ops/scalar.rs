@@ -2,15 +2,13 @@
 //!
 //! Shapes: `x: S` → `S`. PyTorch: `x + c`, `x - c`, `x * c`, `x / c`.
 
-use crate::{with_dtype, Result, Tensor};
+use crate::gpu::UnaryOp;
+use crate::{map_elements, Result, Tensor};
 
 impl Tensor {
     /// `self + c`. Backward: `g`.
     pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
-        let out = with_dtype!(self.dtype(), T => {
-            let c = T::from_f64(c);
-            Tensor::from_vec(crate::cpu::map(self.data::<T>()?, |x| x + c), self.shape())?
-        });
+        let out = map_elements!(self, gpu: UnaryOp::AddScalar(c), |x| x + T::from_f64(c))?;
         crate::grad::record("add_scalar", &[self], out, |g| Ok(vec![Some(g.clone())]))
     }
 
@@ -21,10 +19,7 @@ impl Tensor {
 
     /// `self · c`. Backward: `g·c`.
     pub fn mul_scalar(&self, c: f64) -> Result<Tensor> {
-        let out = with_dtype!(self.dtype(), T => {
-            let c = T::from_f64(c);
-            Tensor::from_vec(crate::cpu::map(self.data::<T>()?, |x| x * c), self.shape())?
-        });
+        let out = map_elements!(self, gpu: UnaryOp::MulScalar(c), |x| x * T::from_f64(c))?;
         crate::grad::record("mul_scalar", &[self], out, move |g| {
             Ok(vec![Some(g.mul_scalar(c)?)])
         })

@@ -42,6 +42,9 @@ fn row_len(op: &'static str, t: &Tensor) -> Result<usize> {
 }
 
 fn forward(t: &Tensor, n: usize, log: bool) -> Result<Tensor> {
+    if t.is_on_gpu() {
+        return crate::gpu::softmax(t, log);
+    }
     with_dtype!(t.dtype(), T => {
         let x = t.data::<T>()?;
         let mut out = vec![T::zero(); x.len()];
@@ -56,6 +59,9 @@ impl Tensor {
         let out = forward(self, n, false)?;
         let y = out.clone();
         crate::grad::record("softmax", &[self], out, move |g| {
+            if g.is_on_gpu() {
+                return Ok(vec![Some(crate::gpu::softmax_backward(g, &y, false)?)]);
+            }
             let dx = with_dtype!(g.dtype(), T => {
                 let (gv, yv) = (g.data::<T>()?, y.data::<T>()?);
                 let mut dx = vec![T::zero(); gv.len()];
@@ -77,6 +83,9 @@ impl Tensor {
         let out = forward(self, n, true)?;
         let y = out.clone();
         crate::grad::record("log_softmax", &[self], out, move |g| {
+            if g.is_on_gpu() {
+                return Ok(vec![Some(crate::gpu::softmax_backward(g, &y, true)?)]);
+            }
             let dx = with_dtype!(g.dtype(), T => {
                 let (gv, yv) = (g.data::<T>()?, y.data::<T>()?);
                 let mut dx = vec![T::zero(); gv.len()];

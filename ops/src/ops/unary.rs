@@ -5,48 +5,49 @@
 //! elementwise pass over the output gradient and what the op saved: the input
 //! (`log`, `powf`) or the output (`exp`, `sqrt`, `rsqrt`, `tanh`).
 
+use crate::gpu::{BinaryOp, UnaryOp};
 use crate::{map_elements, zip_elements, Result, Tensor};
 
 impl Tensor {
     /// `−x`. Backward: `−g`.
     pub fn neg(&self) -> Result<Tensor> {
-        let out = map_elements!(self, |x| -x)?;
+        let out = map_elements!(self, gpu: UnaryOp::Neg, |x| -x)?;
         crate::grad::record("neg", &[self], out, |g| Ok(vec![Some(g.neg()?)]))
     }
 
     /// `eˣ`. Backward: `g·y`.
     pub fn exp(&self) -> Result<Tensor> {
-        let out = map_elements!(self, |x| x.exp())?;
+        let out = map_elements!(self, gpu: UnaryOp::Exp, |x| x.exp())?;
         let y = out.clone();
         crate::grad::record("exp", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &y, |g, y| g * y)?)])
+            Ok(vec![Some(zip_elements!(g, &y, gpu: BinaryOp::Mul, |g, y| g * y)?)])
         })
     }
 
     /// Natural logarithm. Backward: `g / x`.
     pub fn log(&self) -> Result<Tensor> {
-        let out = map_elements!(self, |x| x.ln())?;
+        let out = map_elements!(self, gpu: UnaryOp::Log, |x| x.ln())?;
         let x = self.detach();
         crate::grad::record("log", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &x, |g, x| g / x)?)])
+            Ok(vec![Some(zip_elements!(g, &x, gpu: BinaryOp::Div, |g, x| g / x)?)])
         })
     }
 
     /// `√x`. Backward: `g / (2y)`.
     pub fn sqrt(&self) -> Result<Tensor> {
-        let out = map_elements!(self, |x| x.sqrt())?;
+        let out = map_elements!(self, gpu: UnaryOp::Sqrt, |x| x.sqrt())?;
         let y = out.clone();
         crate::grad::record("sqrt", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &y, |g, y| g / (y + y))?)])
+            Ok(vec![Some(zip_elements!(g, &y, gpu: BinaryOp::SqrtGrad, |g, y| g / (y + y))?)])
         })
     }
 
     /// `1/√x`. Backward: `−g·y³/2`.
     pub fn rsqrt(&self) -> Result<Tensor> {
-        let out = map_elements!(self, |x| x.sqrt().recip())?;
+        let out = map_elements!(self, gpu: UnaryOp::Rsqrt, |x| x.sqrt().recip())?;
         let y = out.clone();
         crate::grad::record("rsqrt", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &y, |g, y| -g
+            Ok(vec![Some(zip_elements!(g, &y, gpu: BinaryOp::RsqrtGrad, |g, y| -g
                 * y
                 * y
                 * y
@@ -56,10 +57,10 @@ impl Tensor {
 
     /// `xᵖ` for a constant exponent. Backward: `g·p·xᵖ⁻¹`.
     pub fn powf(&self, p: f64) -> Result<Tensor> {
-        let out = map_elements!(self, |x| x.powf(T::from_f64(p)))?;
+        let out = map_elements!(self, gpu: UnaryOp::Powf(p), |x| x.powf(T::from_f64(p)))?;
         let x = self.detach();
         crate::grad::record("powf", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &x, |g, x| g
+            Ok(vec![Some(zip_elements!(g, &x, gpu: BinaryOp::PowfGrad(p), |g, x| g
                 * T::from_f64(p)
                 * x.powf(T::from_f64(p - 1.0)))?)])
         })
@@ -67,11 +68,11 @@ impl Tensor {
 
     /// Hyperbolic tangent. Backward: `g·(1 − y²)`.
     pub fn tanh(&self) -> Result<Tensor> {
-        let out = map_elements!(self, |x| x.tanh())?;
+        let out = map_elements!(self, gpu: UnaryOp::Tanh, |x| x.tanh())?;
         let y = out.clone();
         crate::grad::record("tanh", &[self], out, move |g| {
             Ok(vec![Some(
-                zip_elements!(g, &y, |g, y| g * (T::one() - y * y))?
+                zip_elements!(g, &y, gpu: BinaryOp::TanhGrad, |g, y| g * (T::one() - y * y))?
             )])
         })
     }

@@ -1,0 +1,82 @@
+//! The same random cases run on another device: each op's output and input
+//! gradients there against the CPU kernels, in f32.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Case, OpCheck};
+use crate::{DType, Device, Result, Tape, Tensor};
+
+/// Agreement of one case between the CPU and a device.
+#[derive(Clone, Debug)]
+pub struct DeviceReport {
+    /// Largest `|device − cpu| / (1 + |cpu|)` over the output and every gradient.
+    pub worst: f64,
+    /// Where it was: "output" or "gradient of input i", and the flat index.
+    pub worst_at: String,
+}
+
+/// f32 differences between two correct kernels come from summation order and
+/// from the device's exp/log/erf (a few ulp): ~1e-6 relative on these small
+/// cases. A wrong kernel is off by O(1). 1e-4 separates the two.
+pub const DEVICE_TOLERANCE: f64 = 1e-4;
+
+impl DeviceReport {
+    pub fn passed(&self) -> bool {
+        self.worst <= DEVICE_TOLERANCE
+    }
+}
+
+/// Runs `case` with f32 inputs on `device`: the output, and the gradients of
+/// every input for one random output gradient (the same on both sides).
+fn run(case: &Case, device: Device, upstream_seed: u64) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let tape = Tape::new();
+    let inputs: Vec<Tensor> = case
+        .inputs
+        .iter()
+        .map(|t| Ok(tape.watch(&t.to_dtype(DType::F32)?.to_device(device)?)))
+        .collect::<Result<_>>()?;
+    let out = (case.function)(&inputs)?;
+    let mut rng = StdRng::seed_from_u64(upstream_seed);
+    let upstream = Tensor::from_fn(out.shape(), DType::F32, |_| rng.gen_range(-1.0..1.0))
+        .to_device(device)?;
+    let grads = tape.backward_with(&out, upstream)?;
+    let grads = inputs
+        .iter()
+        .map(|t| grads.get(t).map(|g| g.to_vec_f32()).unwrap_or_default())
+        .collect();
+    Ok((out.to_vec_f32(), grads))
+}
+
+fn compare(worst: &mut (f64, String), what: &str, cpu: &[f32], dev: &[f32]) {
+    if cpu.len() != dev.len() {
+        *worst = (f64::INFINITY, format!("{what}: {} vs {} elements", cpu.len(), dev.len()));
+        return;
+    }
+    for (i, (&c, &d)) in cpu.iter().zip(dev).enumerate() {
+        let err = (c as f64 - d as f64).abs() / (1.0 + (c as f64).abs());
+        if err > worst.0 || err.is_nan() {
+            *worst = (if err.is_nan() { f64::INFINITY } else { err }, format!("{what}[{i}]: cpu {c}, device {d}"));
+        }
+    }
+}
+
+/// Generates the case of `check` for `seed` and compares `device` with the CPU.
+pub fn compare_with_cpu(check: &OpCheck, seed: u64, device: Device) -> Result<(Case, DeviceReport)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let case = (check.generate)(&mut rng);
+    let (cpu_out, cpu_grads) = run(&case, Device::Cpu, seed)?;
+    let (dev_out, dev_grads) = run(&case, device, seed)?;
+    let mut worst = (0.0, String::from("nowhere"));
+    compare(&mut worst, "output", &cpu_out, &dev_out);
+    for (i, (c, d)) in cpu_grads.iter().zip(&dev_grads).enumerate() {
+        compare(&mut worst, &format!("gradient of input {i}"), c, d);
+    }
+    Ok((
+        case,
+        DeviceReport {
+            worst: worst.0,
+            worst_at: worst.1,
+        },
+    ))
+}

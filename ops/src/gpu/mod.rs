@@ -1,0 +1,95 @@
+//! Tensors on a GPU: CubeCL kernels for every op, behind the `wgpu` and `cuda`
+//! cargo features.
+//!
+//! The ops call the launchers of this module when their inputs live on a GPU
+//! (`Storage::Gpu`). A build without a GPU feature compiles [`disabled`]
+//! instead: the same launcher names, each an error, and a [`GpuBuffer`] with no
+//! values, so no GPU tensor can exist there and the op code needs no `cfg`.
+//!
+//! The kernels, one file per family, each tested against the CPU kernels by
+//! `ops/tests/gpu_vs_cpu.rs`:
+//! - `elementwise`: every unary function and every binary op with NumPy
+//!   broadcasting, and the fused elementwise rules of their backward passes;
+//! - `copy`: one strided copy that serves permute, broadcast, narrow, concat,
+//!   patchify and their backward passes;
+//! - `reduce`: sums and maxima along an axis, gathers and their adjoints;
+//! - `rows`: row-wise softmax, log-softmax, layer norm, L2 normalisation and
+//!   their backward passes, one cube per row with a shared-memory reduction;
+//! - `matmul`: a batched tiled matrix product (64×64 tiles in shared memory,
+//!   4×4 outputs per unit), with either operand transposed by strides.
+
+#[cfg(feature = "gpu")]
+mod copy;
+#[cfg(feature = "gpu")]
+mod elementwise;
+#[cfg(feature = "gpu")]
+mod matmul;
+#[cfg(feature = "gpu")]
+mod reduce;
+#[cfg(feature = "gpu")]
+mod rows;
+#[cfg(feature = "gpu")]
+mod runtime;
+
+#[cfg(feature = "gpu")]
+pub(crate) use {
+    copy::*, elementwise::*, matmul::*, reduce::*, rows::*, runtime::download,
+    runtime::upload,
+};
+#[cfg(feature = "gpu")]
+pub use runtime::GpuBuffer;
+
+#[cfg(not(feature = "gpu"))]
+mod disabled;
+#[cfg(not(feature = "gpu"))]
+pub(crate) use disabled::*;
+#[cfg(not(feature = "gpu"))]
+pub use disabled::GpuBuffer;
+
+/// An elementwise function of one tensor; `c` is the scalar operand where
+/// there is one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Tanh,
+    Gelu,
+    Powf(f64),
+    AddScalar(f64),
+    MulScalar(f64),
+    /// `x·ln x`, 0 at 0: the summand of an entropy.
+    XLogX,
+}
+
+/// An elementwise function of two tensors (broadcast): the arithmetic ops and
+/// the fused rules of the elementwise backward passes (`g` is the output
+/// gradient, `x` the op's input, `y` its output).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// `g·Φ'(x)` of GELU.
+    GeluGrad,
+    /// `g / (2y)` of sqrt.
+    SqrtGrad,
+    /// `−g·y³/2` of rsqrt.
+    RsqrtGrad,
+    /// `g·(1 − y²)` of tanh.
+    TanhGrad,
+    /// `g·p·xᵖ⁻¹` of powf.
+    PowfGrad(f64),
+    /// `g·(ln x + 1)` of x·ln x.
+    XLogXGrad,
+}
+
+/// A reduction along one axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reduction {
+    Sum,
+    Max,
+}
