@@ -29,6 +29,9 @@ pub struct Args {
     /// Attention heads, for plain timm weights (default width/64).
     #[arg(long)]
     heads: Option<usize>,
+    /// Where to run the encoder: cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: ops::Device,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -36,6 +39,8 @@ pub fn run(args: Args) -> Result<()> {
     let set = msn::data::open(&args.data)?;
     let (model, norm, what) =
         load_encoder(&args.checkpoint, &args.encoder, args.heads, set.channels)?;
+    crate::device::check_built(args.device)?;
+    let model = model.to_device(args.device)?;
     let features = features_of(&model, &set, kind, &norm)?;
     let labels = Tensor::from_f64s(
         &set.labels.iter().map(|&l| l as f64).collect::<Vec<_>>(),

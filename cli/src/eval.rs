@@ -48,6 +48,9 @@ pub struct Args {
     /// Also write the table as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Where to run the encoder: cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: ops::Device,
 }
 
 fn test_source(args: &Args) -> Result<String> {
@@ -186,6 +189,8 @@ pub fn run(args: Args) -> Result<()> {
         let kind: FeatureKind = args.features.parse()?;
         let (model, norm, what) =
             load_encoder(&args.checkpoint, &args.encoder, args.heads, train.channels)?;
+        crate::device::check_built(args.device)?;
+        let model = model.to_device(args.device)?;
         if model.config.in_channels != train.channels {
             bail!(
                 "{what} expects {} channel(s) but {} has {}",

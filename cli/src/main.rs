@@ -1,5 +1,6 @@
 //! The `msn` command line.
 
+mod device;
 mod embed;
 mod eval;
 mod gradcheck;

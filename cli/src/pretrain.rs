@@ -39,9 +39,10 @@ pub struct Args {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Where to compute: cpu (GPU runtimes arrive with the GPU issue).
+    /// Where to compute: cpu, wgpu or cuda (the GPU runtimes need a build with
+    /// `--features wgpu` or `--features cuda`).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: ops::Device,
     /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
@@ -149,12 +150,7 @@ fn collapse_warning(m: &StepMetrics, prototypes: usize) -> Option<String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.device != "cpu" {
-        bail!(
-            "--device {} is not available in this build; expected cpu",
-            args.device
-        );
-    }
+    crate::device::check_built(args.device)?;
     let mut trainer = if args.resume {
         if args.overrides_given() {
             eprintln!("note: --resume continues the stored configuration; other flags are ignored");
@@ -164,6 +160,9 @@ pub fn run(args: Args) -> Result<()> {
         let config = args.config(|source| Ok(msn::data::open(source)?.len()))?;
         Trainer::new(config)?
     };
+    trainer
+        .move_to(args.device)
+        .with_context(|| format!("moving the model to --device {}", args.device))?;
     let config = trainer.config.clone();
     let dataset = Arc::new(msn::data::open(&config.data)?);
     if dataset.channels != config.encoder.in_channels {

@@ -87,8 +87,14 @@ fn bad_pretraining_input_is_a_one_line_error() {
     );
     assert_clean_error(
         &msn(&["pretrain", "--device", "tpu", "--out", out]),
-        "--device tpu",
+        "unknown device `tpu`",
     );
+    if !ops::Device::Wgpu.is_built() {
+        assert_clean_error(
+            &msn(&["pretrain", "--device", "wgpu", "--out", out]),
+            "--features wgpu",
+        );
+    }
     assert_clean_error(
         &msn(&["pretrain", "--batch-size", "1", "--out", out]),
         "batch size 1",

@@ -121,7 +121,7 @@ pub fn msn_targets(target: &Tensor, prototypes: &Tensor, config: &LossConfig) ->
         .softmax()?;
     let (b, k) = (sharpened.shape()[0], sharpened.shape()[1]);
     let balanced = sinkhorn(&sharpened.to_vec_f64(), b, k, config.sinkhorn_iterations);
-    Ok(Tensor::from_f64s(&balanced, &[b, k], target.dtype())?)
+    Ok(Tensor::from_f64s(&balanced, &[b, k], target.dtype())?.to_device(target.device())?)
 }
 
 /// The loss from anchor outputs `[V·B, d]` (view-major), prototypes `[K, d]`

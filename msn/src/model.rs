@@ -30,6 +30,12 @@ impl MsnNetwork {
         self.head.visit("head", f);
     }
 
+    /// Visits the parameters and the batch-norm running statistics.
+    pub fn visit_all(&mut self, f: &mut dyn FnMut(String, &mut Tensor)) {
+        self.visit(f);
+        self.head.visit_buffers("head", f);
+    }
+
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         self.clone()

@@ -77,6 +77,25 @@ impl AdamW {
         } else {
             1.0
         };
+        if param.is_on_gpu() {
+            // The same update written with ops, which run where the tensors live.
+            let (m, v) = (&self.first_moments[i], &self.second_moments[i]);
+            let m = m
+                .mul_scalar(self.beta1)?
+                .add(&grad.mul_scalar(1.0 - self.beta1)?)?;
+            let v = v
+                .mul_scalar(self.beta2)?
+                .add(&grad.mul(grad)?.mul_scalar(1.0 - self.beta2)?)?;
+            let denominator = v
+                .sqrt()?
+                .mul_scalar(1.0 / correction2 as f64)?
+                .add_scalar(self.eps)?;
+            let update = m.div(&denominator)?.mul_scalar(step_size as f64)?;
+            *param = param.detach().mul_scalar(decay as f64)?.sub(&update)?;
+            self.first_moments[i] = m;
+            self.second_moments[i] = v;
+            return Ok(());
+        }
         let g = grad.data::<f32>()?;
         self.first_moments[i].map_in_place::<f32>(|m| {
             for (m, &g) in m.iter_mut().zip(g) {
@@ -114,14 +133,26 @@ pub fn clip_gradients(grads: &mut [Tensor], groups: &[ParamGroup], max_norm: f64
         .iter()
         .zip(groups)
         .filter(|(_, g)| g.clipped)
-        .map(|(t, _)| t.to_vec_f64().iter().map(|v| v * v).sum::<f64>())
-        .sum::<f64>()
+        .map(|(t, _)| squared_norm(t))
+        .sum::<Result<f64>>()?
         .sqrt();
     if norm > max_norm {
         let scale = (max_norm / (norm + 1e-6)) as f32;
         for (t, _) in grads.iter_mut().zip(groups).filter(|(_, g)| g.clipped) {
+            if t.is_on_gpu() {
+                *t = t.mul_scalar(scale as f64)?;
+                continue;
+            }
             t.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x *= scale))?;
         }
     }
     Ok(norm)
+}
+
+/// `Σ x²` of a tensor, reduced where it lives (only the scalar comes back).
+fn squared_norm(t: &Tensor) -> Result<f64> {
+    if t.is_on_gpu() {
+        return Ok(t.mul(t)?.sum_all()?.item()?);
+    }
+    Ok(t.to_vec_f64().iter().map(|v| v * v).sum())
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ops::{BatchStats, DType, Tensor, TensorTape};
+use ops::{BatchStats, DType, Device, Tensor, TensorTape};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -115,6 +115,37 @@ impl Trainer {
         out
     }
 
+    /// Where the networks live.
+    pub fn device(&self) -> Device {
+        self.prototypes.device()
+    }
+
+    /// Moves the networks, prototypes and optimizer state to `device`.
+    pub fn move_to(&mut self, device: Device) -> Result<()> {
+        let mut failure = None;
+        let mut mover = |_: String, t: &mut Tensor| match t.to_device(device) {
+            Ok(moved) => *t = moved,
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        };
+        self.anchor.visit_all(&mut mover);
+        self.target.visit_all(&mut mover);
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        self.prototypes = self.prototypes.to_device(device)?;
+        for m in self
+            .optimizer
+            .first_moments
+            .iter_mut()
+            .chain(self.optimizer.second_moments.iter_mut())
+        {
+            *m = m.to_device(device)?;
+        }
+        Ok(())
+    }
+
     pub fn steps_per_epoch(&self, dataset_len: usize) -> u64 {
         (dataset_len / self.config.batch_size).max(1) as u64
     }
@@ -148,18 +179,21 @@ impl Trainer {
             *slot = clock.elapsed().as_secs_f64();
             clock = Instant::now();
         };
+        let device = self.device();
+        let on_device = |t: &Tensor| t.to_device(device);
         // One head call per resolution group, so that batch norm sees each group alone.
-        let (masked, masked_stats) = anchor.forward(&batch.anchor, Some(&batch.keep))?;
+        let (masked, masked_stats) =
+            anchor.forward(&on_device(&batch.anchor)?, Some(&batch.keep))?;
         let mut outputs = vec![masked];
         let mut anchor_stats = vec![masked_stats];
         if let Some(focal) = &batch.focal {
-            let (z, stats) = anchor.forward(focal, None)?;
+            let (z, stats) = anchor.forward(&on_device(focal)?, None)?;
             outputs.push(z);
             anchor_stats.push(stats);
         }
         let anchor_out = Tensor::concat(&outputs.iter().collect::<Vec<_>>(), 0)?;
         lap(&mut timing.anchor_forward);
-        let (target_out, target_stats) = self.target.forward(&batch.target, None)?;
+        let (target_out, target_stats) = self.target.forward(&on_device(&batch.target)?, None)?;
         lap(&mut timing.target_forward);
         let terms = msn_loss(&anchor_out, &target_out, &prototypes, &self.config.loss)?;
         let loss = terms.total.item()?;
@@ -171,15 +205,15 @@ impl Trainer {
         }
         lap(&mut timing.loss);
         let grads = tape.backward(&terms.total)?;
-        let grads: Vec<Tensor> = watched
-            .iter()
-            .map(|w| {
-                grads
-                    .get(w)
-                    .cloned()
-                    .unwrap_or_else(|| Tensor::zeros(w.shape(), DType::F32))
-            })
-            .collect();
+        let grads: Vec<Tensor> =
+            watched
+                .iter()
+                .map(|w| {
+                    grads.get(w).cloned().map(Ok).unwrap_or_else(|| {
+                        Tensor::zeros(w.shape(), DType::F32).to_device(w.device())
+                    })
+                })
+                .collect::<ops::Result<_>>()?;
         drop(tape);
         lap(&mut timing.backward);
         Ok(Pass {
@@ -273,6 +307,19 @@ impl Trainer {
             .collect();
         let (m, mut index, mut failure) = (momentum as f32, 0, None);
         self.target.visit(&mut |_, t| {
+            if t.is_on_gpu() {
+                let moved = t
+                    .mul_scalar(momentum)
+                    .and_then(|x| x.add(&anchor[index].mul_scalar(1.0 - momentum)?));
+                match moved {
+                    Ok(x) => *t = x,
+                    Err(e) => {
+                        failure.get_or_insert(e.into());
+                    }
+                }
+                index += 1;
+                return;
+            }
             let result = anchor[index].data::<f32>().and_then(|source| {
                 t.map_in_place::<f32>(|v| {
                     v.iter_mut()

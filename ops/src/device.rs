@@ -46,7 +46,9 @@ impl FromStr for Device {
             "cpu" => Ok(Device::Cpu),
             "wgpu" => Ok(Device::Wgpu),
             "cuda" => Ok(Device::Cuda),
-            other => Err(format!("unknown device `{other}`; expected cpu, wgpu or cuda")),
+            other => Err(format!(
+                "unknown device `{other}`; expected cpu, wgpu or cuda"
+            )),
         }
     }
 }

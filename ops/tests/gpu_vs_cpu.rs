@@ -31,7 +31,10 @@ fn devices() -> Vec<Device> {
 
 fn check_op(name: &str) {
     let all = checks::all();
-    let op: &OpCheck = all.iter().find(|c| c.name == name).expect("op is in the suite");
+    let op: &OpCheck = all
+        .iter()
+        .find(|c| c.name == name)
+        .expect("op is in the suite");
     for device in devices() {
         for index in 0..cases() {
             let seed = checks::case_seed(7, index);
@@ -63,10 +66,44 @@ macro_rules! op_tests {
 }
 
 op_tests!(
-    add, sub, mul, div, add_scalar, sub_scalar, mul_scalar, div_scalar, neg, exp, log, sqrt,
-    rsqrt, powf, tanh, gelu, sum, mean, max, matmul, linear, softmax, log_softmax, layer_norm,
-    batch_norm, l2_normalize, reshape, permute, transpose, narrow, concat, index_select,
-    broadcast_to, patchify, resize_bicubic, attention, soft_cross_entropy, entropy,
+    add,
+    sub,
+    mul,
+    div,
+    add_scalar,
+    sub_scalar,
+    mul_scalar,
+    div_scalar,
+    neg,
+    exp,
+    log,
+    sqrt,
+    rsqrt,
+    powf,
+    tanh,
+    gelu,
+    sum,
+    mean,
+    max,
+    matmul,
+    linear,
+    softmax,
+    log_softmax,
+    layer_norm,
+    batch_norm,
+    l2_normalize,
+    reshape,
+    permute,
+    transpose,
+    narrow,
+    concat,
+    index_select,
+    broadcast_to,
+    patchify,
+    resize_bicubic,
+    attention,
+    soft_cross_entropy,
+    entropy,
 );
 
 /// Output and input gradients of `f` on the CPU and on `device`, compared.
@@ -93,7 +130,10 @@ fn same_on_device(what: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ops::R
             assert_eq!(c.len(), d.len(), "{what}: tensor {k}");
             for (i, (a, b)) in c.iter().zip(d).enumerate() {
                 let err = (a - b).abs() / (1.0 + a.abs());
-                assert!(err < 1e-4, "{what} on {device}: tensor {k}[{i}]: cpu {a}, device {b}");
+                assert!(
+                    err < 1e-4,
+                    "{what} on {device}: tensor {k}[{i}]: cpu {a}, device {b}"
+                );
             }
         }
     }
@@ -115,25 +155,48 @@ fn kernels_agree_past_tile_block_and_grid_edges() {
     same_on_device("matmul_tn", &[at, b], |x| x[0].matmul_tn(&x[1]));
     // Rows longer than the 64 units of a row cube; more outputs than a reduction cube.
     let rows = random(&[37, 300], 5);
-    same_on_device("softmax", &[rows.clone()], |x| x[0].softmax());
-    same_on_device("log_softmax", &[rows.clone()], |x| x[0].log_softmax());
-    same_on_device("l2_normalize", &[rows.clone()], |x| x[0].l2_normalize(1e-12));
-    same_on_device("sum axis 0", &[rows.clone()], |x| x[0].sum_axis(0, false));
-    same_on_device("max axis 1", &[rows.clone()], |x| x[0].max_axis(1, false));
-    let (w, bias) = (random(&[300], 6).add_scalar(1.5).unwrap(), random(&[300], 7));
+    same_on_device("softmax", std::slice::from_ref(&rows), |x| x[0].softmax());
+    same_on_device("log_softmax", std::slice::from_ref(&rows), |x| {
+        x[0].log_softmax()
+    });
+    same_on_device("l2_normalize", std::slice::from_ref(&rows), |x| {
+        x[0].l2_normalize(1e-12)
+    });
+    same_on_device("sum axis 0", std::slice::from_ref(&rows), |x| {
+        x[0].sum_axis(0, false)
+    });
+    same_on_device("max axis 1", std::slice::from_ref(&rows), |x| {
+        x[0].max_axis(1, false)
+    });
+    let (w, bias) = (
+        random(&[300], 6).add_scalar(1.5).unwrap(),
+        random(&[300], 7),
+    );
     same_on_device("layer_norm", &[rows.clone(), w, bias], |x| {
         x[0].layer_norm(&x[1], &x[2], 1e-6)
     });
     let (w2, b2) = (random(&[300], 8), random(&[300], 9));
-    same_on_device("batch_norm", &[rows, w2, b2], |x| Ok(x[0].batch_norm(&x[1], &x[2], 1e-5)?.0));
+    same_on_device("batch_norm", &[rows, w2, b2], |x| {
+        Ok(x[0].batch_norm(&x[1], &x[2], 1e-5)?.0)
+    });
     // More elements than one grid axis of 256-unit cubes reaches (65 535 × 256).
     let big = random(&[17_000_000], 10);
-    same_on_device("mul_scalar over a 2-D grid", &[big], |x| x[0].mul_scalar(0.5));
+    same_on_device("mul_scalar over a 2-D grid", &[big], |x| {
+        x[0].mul_scalar(0.5)
+    });
     // A ViT-shaped attention and token selection.
-    let (q, k, v) = (random(&[2, 3, 50, 16], 11), random(&[2, 3, 50, 16], 12), random(&[2, 3, 50, 16], 13));
-    same_on_device("attention", &[q, k, v], |x| x[0].attention(&x[1], &x[2], 0.25));
+    let (q, k, v) = (
+        random(&[2, 3, 50, 16], 11),
+        random(&[2, 3, 50, 16], 12),
+        random(&[2, 3, 50, 16], 13),
+    );
+    same_on_device("attention", &[q, k, v], |x| {
+        x[0].attention(&x[1], &x[2], 0.25)
+    });
     let tokens = random(&[4, 65, 32], 14);
-    same_on_device("index_select", &[tokens], |x| x[0].index_select(1, &[0, 3, 3, 64, 10]));
+    same_on_device("index_select", &[tokens], |x| {
+        x[0].index_select(1, &[0, 3, 3, 64, 10])
+    });
 }
 
 #[test]
@@ -143,7 +206,12 @@ fn a_tensor_moves_between_devices_and_back() {
         let back = x.to_device(device).unwrap().to_device(Device::Cpu).unwrap();
         assert_eq!(back.to_vec_f32(), x.to_vec_f32());
         assert_eq!(x.to_device(device).unwrap().device(), device);
-        let err = x.to_device(device).unwrap().data::<f32>().unwrap_err().to_string();
+        let err = x
+            .to_device(device)
+            .unwrap()
+            .data::<f32>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lives on"), "{err}");
     }
 }
@@ -152,7 +220,15 @@ fn a_tensor_moves_between_devices_and_back() {
 fn ops_reject_inputs_on_different_devices() {
     for device in devices() {
         let (a, b) = (random(&[2, 2], 21), random(&[2, 2], 22));
-        let err = a.to_device(device).unwrap().add(&b).unwrap_err().to_string();
-        assert!(err.contains("cpu") && err.contains(&device.to_string()), "{err}");
+        let err = a
+            .to_device(device)
+            .unwrap()
+            .add(&b)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cpu") && err.contains(&device.to_string()),
+            "{err}"
+        );
     }
 }

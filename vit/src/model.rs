@@ -70,6 +70,24 @@ impl VisionTransformer {
         self.norm.visit(&join(prefix, "norm"), f);
     }
 
+    /// Where the parameters live.
+    pub fn device(&self) -> ops::Device {
+        self.cls_token.device()
+    }
+
+    /// The same network with its parameters on `device`.
+    pub fn to_device(&self, device: ops::Device) -> ops::Result<Self> {
+        let mut moved = self.clone();
+        let mut failure = None;
+        moved.visit("", &mut |_, t| match t.to_device(device) {
+            Ok(m) => *t = m,
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        });
+        failure.map_or(Ok(moved), Err)
+    }
+
     /// `(name, parameter)` pairs in a fixed order.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();

@@ -84,7 +84,8 @@ pub fn extract_features(
                 &mut pixels[k * per..(k + 1) * per],
             );
         }
-        let batch = Tensor::from_vec(pixels, &[end - start, c.in_channels, size, size])?;
+        let batch = Tensor::from_vec(pixels, &[end - start, c.in_channels, size, size])?
+            .to_device(encoder.device())?;
         let out = encoder.forward(&batch, None)?;
         let features = match kind {
             FeatureKind::ClsPrenorm => out.cls_prenorm,

@@ -38,8 +38,8 @@ fn run(case: &Case, device: Device, upstream_seed: u64) -> Result<(Vec<f32>, Vec
         .collect::<Result<_>>()?;
     let out = (case.function)(&inputs)?;
     let mut rng = StdRng::seed_from_u64(upstream_seed);
-    let upstream = Tensor::from_fn(out.shape(), DType::F32, |_| rng.gen_range(-1.0..1.0))
-        .to_device(device)?;
+    let upstream =
+        Tensor::from_fn(out.shape(), DType::F32, |_| rng.gen_range(-1.0..1.0)).to_device(device)?;
     let grads = tape.backward_with(&out, upstream)?;
     let grads = inputs
         .iter()
@@ -50,19 +50,29 @@ fn run(case: &Case, device: Device, upstream_seed: u64) -> Result<(Vec<f32>, Vec
 
 fn compare(worst: &mut (f64, String), what: &str, cpu: &[f32], dev: &[f32]) {
     if cpu.len() != dev.len() {
-        *worst = (f64::INFINITY, format!("{what}: {} vs {} elements", cpu.len(), dev.len()));
+        *worst = (
+            f64::INFINITY,
+            format!("{what}: {} vs {} elements", cpu.len(), dev.len()),
+        );
         return;
     }
     for (i, (&c, &d)) in cpu.iter().zip(dev).enumerate() {
         let err = (c as f64 - d as f64).abs() / (1.0 + (c as f64).abs());
         if err > worst.0 || err.is_nan() {
-            *worst = (if err.is_nan() { f64::INFINITY } else { err }, format!("{what}[{i}]: cpu {c}, device {d}"));
+            *worst = (
+                if err.is_nan() { f64::INFINITY } else { err },
+                format!("{what}[{i}]: cpu {c}, device {d}"),
+            );
         }
     }
 }
 
 /// Generates the case of `check` for `seed` and compares `device` with the CPU.
-pub fn compare_with_cpu(check: &OpCheck, seed: u64, device: Device) -> Result<(Case, DeviceReport)> {
+pub fn compare_with_cpu(
+    check: &OpCheck,
+    seed: u64,
+    device: Device,
+) -> Result<(Case, DeviceReport)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let case = (check.generate)(&mut rng);
     let (cpu_out, cpu_grads) = run(&case, Device::Cpu, seed)?;

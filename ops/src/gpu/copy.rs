@@ -74,19 +74,22 @@ fn copy(src: &GpuBuffer, from: View, dst: &GpuBuffer, to: View) {
     let shape = u32_buffer(src, &pad(from.shape));
     let ss = u32_buffer(src, &pad(from.strides));
     let ds = u32_buffer(src, &pad(to.strides));
-    on_runtime!(&src.client, |client, R| strided_copy_kernel::launch::<f32, R>(
-        client,
-        grid(n, BLOCK),
-        CubeDim::new_1d(BLOCK),
-        arg::<R>(&src.handle, src.len),
-        arg::<R>(&dst.handle, dst.len),
-        arg::<R>(&shape, rank),
-        arg::<R>(&ss, rank),
-        arg::<R>(&ds, rank),
-        from.offset as u32,
-        to.offset as u32,
-        n as u32,
-    ));
+    on_runtime!(
+        &src.client,
+        |client, R| strided_copy_kernel::launch::<f32, R>(
+            client,
+            grid(n, BLOCK),
+            CubeDim::new_1d(BLOCK),
+            arg::<R>(&src.handle, src.len),
+            arg::<R>(&dst.handle, dst.len),
+            arg::<R>(&shape, rank),
+            arg::<R>(&ss, rank),
+            arg::<R>(&ds, rank),
+            from.offset as u32,
+            to.offset as u32,
+            n as u32,
+        )
+    );
 }
 
 /// A buffer of `len` copies of `value`.
@@ -112,9 +115,17 @@ fn gather_view(src: &GpuBuffer, shape: &[usize], strides: &[usize], offset: usiz
     let dst_strides = contiguous_strides(shape);
     copy(
         src,
-        View { shape, strides, offset },
+        View {
+            shape,
+            strides,
+            offset,
+        },
         &out,
-        View { shape, strides: &dst_strides, offset: 0 },
+        View {
+            shape,
+            strides: &dst_strides,
+            offset: 0,
+        },
     );
     out
 }
@@ -138,7 +149,10 @@ pub(crate) fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Resul
     let strides = contiguous_strides(x.shape());
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
-    tensor(gather_view(xb, &shape, &strides, start * strides[axis]), &shape)
+    tensor(
+        gather_view(xb, &shape, &strides, start * strides[axis]),
+        &shape,
+    )
 }
 
 /// The adjoint of `narrow`: `g` placed at `start` along `axis` in zeros of `in_shape`.
@@ -154,9 +168,17 @@ pub(crate) fn narrow_backward(
     let src_strides = contiguous_strides(g.shape());
     copy(
         gb,
-        View { shape: g.shape(), strides: &src_strides, offset: 0 },
+        View {
+            shape: g.shape(),
+            strides: &src_strides,
+            offset: 0,
+        },
         &out,
-        View { shape: g.shape(), strides: &dst_strides, offset: start * dst_strides[axis] },
+        View {
+            shape: g.shape(),
+            strides: &dst_strides,
+            offset: start * dst_strides[axis],
+        },
     );
     tensor(out, in_shape)
 }
@@ -173,9 +195,17 @@ pub(crate) fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
         let src_strides = contiguous_strides(t.shape());
         copy(
             tb,
-            View { shape: t.shape(), strides: &src_strides, offset: 0 },
+            View {
+                shape: t.shape(),
+                strides: &src_strides,
+                offset: 0,
+            },
             &out,
-            View { shape: t.shape(), strides: &dst_strides, offset: start * dst_strides[axis] },
+            View {
+                shape: t.shape(),
+                strides: &dst_strides,
+                offset: start * dst_strides[axis],
+            },
         );
         start += t.shape()[axis];
     }
@@ -208,9 +238,17 @@ pub(crate) fn unpatchify(g: &Tensor, dims: [usize; 4], p: usize) -> Result<Tenso
     let patch_strides = contiguous_strides(&shape);
     copy(
         gb,
-        View { shape: &shape, strides: &patch_strides, offset: 0 },
+        View {
+            shape: &shape,
+            strides: &patch_strides,
+            offset: 0,
+        },
         &out,
-        View { shape: &shape, strides: &image_strides, offset: 0 },
+        View {
+            shape: &shape,
+            strides: &image_strides,
+            offset: 0,
+        },
     );
     tensor(out, &dims)
 }

@@ -12,6 +12,9 @@ impl GpuBuffer {
     pub fn len(&self) -> usize {
         match *self {}
     }
+    pub fn is_empty(&self) -> bool {
+        match *self {}
+    }
     pub fn device(&self) -> Device {
         match *self {}
     }

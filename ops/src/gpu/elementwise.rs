@@ -199,13 +199,8 @@ fn binary_kernel<F: Float>(
                 ib += idx * b_strides[d];
             }
         }
-        out[i as usize] = apply_binary::<F>(
-            a[ia as usize],
-            b[ib as usize],
-            F::cast_from(c),
-            parity,
-            op,
-        );
+        out[i as usize] =
+            apply_binary::<F>(a[ia as usize], b[ib as usize], F::cast_from(c), parity, op);
     }
 }
 

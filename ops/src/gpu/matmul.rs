@@ -40,12 +40,14 @@ fn matmul_kernel<F: Float>(
     let mut a_tile = SharedMemory::<F>::new(1024usize);
     let mut b_tile = SharedMemory::<F>::new(1024usize);
     let mut acc = Array::<F>::new(16usize);
+    #[unroll]
     for e in 0..16u32 {
         acc[e as usize] = F::new(0.0);
     }
     let mut k0 = 0u32;
     while k0 < k {
         // Each of the 256 units stages 4 elements of each slice.
+        #[unroll]
         for r in 0..4u32 {
             let e = unit + r * 256u32;
             // A slice stored depth-major: a_tile[kk·64 + i].
@@ -65,14 +67,18 @@ fn matmul_kernel<F: Float>(
             b_tile[(kb * 64u32 + j) as usize] = vb;
         }
         sync_cube();
+        #[unroll]
         for kk in 0..16u32 {
             let mut a_frag = Array::<F>::new(4usize);
             let mut b_frag = Array::<F>::new(4usize);
+            #[unroll]
             for r in 0..4u32 {
                 a_frag[r as usize] = a_tile[(kk * 64u32 + ty * 4u32 + r) as usize];
                 b_frag[r as usize] = b_tile[(kk * 64u32 + tx * 4u32 + r) as usize];
             }
+            #[unroll]
             for r in 0..4u32 {
+                #[unroll]
                 for s in 0..4u32 {
                     acc[(r * 4u32 + s) as usize] += a_frag[r as usize] * b_frag[s as usize];
                 }
@@ -82,8 +88,10 @@ fn matmul_kernel<F: Float>(
         k0 += 16u32;
     }
     let c_base = batch * m * n;
+    #[unroll]
     for r in 0..4u32 {
         let i = row0 + ty * 4u32 + r;
+        #[unroll]
         for s in 0..4u32 {
             let j = col0 + tx * 4u32 + s;
             if i < m && j < n {

@@ -32,19 +32,18 @@ mod rows;
 mod runtime;
 
 #[cfg(feature = "gpu")]
-pub(crate) use {
-    copy::*, elementwise::*, matmul::*, reduce::*, rows::*, runtime::download,
-    runtime::upload,
-};
-#[cfg(feature = "gpu")]
 pub use runtime::GpuBuffer;
+#[cfg(feature = "gpu")]
+pub(crate) use {
+    copy::*, elementwise::*, matmul::*, reduce::*, rows::*, runtime::download, runtime::upload,
+};
 
 #[cfg(not(feature = "gpu"))]
 mod disabled;
 #[cfg(not(feature = "gpu"))]
-pub(crate) use disabled::*;
-#[cfg(not(feature = "gpu"))]
 pub use disabled::GpuBuffer;
+#[cfg(not(feature = "gpu"))]
+pub(crate) use disabled::*;
 
 /// An elementwise function of one tensor; `c` is the scalar operand where
 /// there is one.

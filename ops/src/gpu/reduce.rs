@@ -5,8 +5,7 @@
 use cubecl::prelude::*;
 
 use super::runtime::{
-    alloc, arg, cube_index, first_buffer, grid, linear_index, on_runtime, tensor, u32_buffer,
-    BLOCK,
+    alloc, arg, cube_index, first_buffer, grid, linear_index, on_runtime, tensor, u32_buffer, BLOCK,
 };
 use super::Reduction;
 use crate::shape::split_at_axis;
@@ -71,7 +70,12 @@ fn reduce_kernel<F: Float>(
 }
 
 /// Sum or max of `x` along `axis`, shaped `out_shape`.
-pub(crate) fn reduce(x: &Tensor, axis: usize, how: Reduction, out_shape: &[usize]) -> Result<Tensor> {
+pub(crate) fn reduce(
+    x: &Tensor,
+    axis: usize,
+    how: Reduction,
+    out_shape: &[usize],
+) -> Result<Tensor> {
     let xb = first_buffer("reduce", x)?;
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
     let outputs = outer * inner;
@@ -127,18 +131,21 @@ pub(crate) fn max_backward(x: &Tensor, max: &Tensor, g: &Tensor, axis: usize) ->
     let outputs = outer * inner;
     let dx = alloc(xb, xb.len);
     if outputs > 0 {
-        on_runtime!(&xb.client, |client, R| max_backward_kernel::launch::<f32, R>(
-            client,
-            grid(outputs, BLOCK),
-            CubeDim::new_1d(BLOCK),
-            arg::<R>(&xb.handle, xb.len),
-            arg::<R>(&mb.handle, mb.len),
-            arg::<R>(&gb.handle, gb.len),
-            arg::<R>(&dx.handle, xb.len),
-            n as u32,
-            inner.max(1) as u32,
-            outputs as u32,
-        ));
+        on_runtime!(
+            &xb.client,
+            |client, R| max_backward_kernel::launch::<f32, R>(
+                client,
+                grid(outputs, BLOCK),
+                CubeDim::new_1d(BLOCK),
+                arg::<R>(&xb.handle, xb.len),
+                arg::<R>(&mb.handle, mb.len),
+                arg::<R>(&gb.handle, gb.len),
+                arg::<R>(&dx.handle, xb.len),
+                n as u32,
+                inner.max(1) as u32,
+                outputs as u32,
+            )
+        );
     }
     tensor(dx, x.shape())
 }
@@ -230,18 +237,21 @@ pub(crate) fn index_select_backward(
     let ib = u32_buffer(gb, &idx);
     let dx = alloc(gb, total);
     if total > 0 {
-        on_runtime!(&gb.client, |client, R| scatter_add_kernel::launch::<f32, R>(
-            client,
-            grid(total, BLOCK),
-            CubeDim::new_1d(BLOCK),
-            arg::<R>(&gb.handle, gb.len),
-            arg::<R>(&ib, m),
-            arg::<R>(&dx.handle, total),
-            n as u32,
-            m as u32,
-            inner as u32,
-            total as u32,
-        ));
+        on_runtime!(
+            &gb.client,
+            |client, R| scatter_add_kernel::launch::<f32, R>(
+                client,
+                grid(total, BLOCK),
+                CubeDim::new_1d(BLOCK),
+                arg::<R>(&gb.handle, gb.len),
+                arg::<R>(&ib, m),
+                arg::<R>(&dx.handle, total),
+                n as u32,
+                m as u32,
+                inner as u32,
+                total as u32,
+            )
+        );
     }
     tensor(dx, in_shape)
 }

@@ -55,7 +55,13 @@ fn cube_max<F: Float>(value: F) -> F {
 }
 
 #[cube(launch)]
-fn softmax_kernel<F: Float>(x: &Array<F>, out: &mut Array<F>, n: u32, rows: u32, #[comptime] log: bool) {
+fn softmax_kernel<F: Float>(
+    x: &Array<F>,
+    out: &mut Array<F>,
+    n: u32,
+    rows: u32,
+    #[comptime] log: bool,
+) {
     let row = cube_index();
     if row < rows {
         let base = row * n;
@@ -157,7 +163,10 @@ pub(crate) fn softmax_backward(g: &Tensor, y: &Tensor, log: bool) -> Result<Tens
     let yb = buffer("softmax", y, gb.device)?;
     let (rows, n) = rows_of(g);
     let dx = alloc(gb, gb.len);
-    on_runtime!(&gb.client, |client, R| softmax_backward_kernel::launch::<f32, R>(
+    on_runtime!(&gb.client, |client, R| softmax_backward_kernel::launch::<
+        f32,
+        R,
+    >(
         client,
         grid(rows, 1),
         CubeDim::new_1d(ROW_UNITS),
@@ -298,7 +307,10 @@ pub(crate) fn layer_norm(
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let xb = first_buffer("layer_norm", x)?;
-    let (wb, bb) = (buffer("layer_norm", w, xb.device)?, buffer("layer_norm", b, xb.device)?);
+    let (wb, bb) = (
+        buffer("layer_norm", w, xb.device)?,
+        buffer("layer_norm", b, xb.device)?,
+    );
     let (rows, n) = rows_of(x);
     let (out, mean, rstd) = (alloc(xb, xb.len), alloc(xb, rows), alloc(xb, rows));
     on_runtime!(&xb.client, |client, R| layer_norm_kernel::launch::<f32, R>(
@@ -315,7 +327,11 @@ pub(crate) fn layer_norm(
         rows as u32,
         eps as f32,
     ));
-    Ok((tensor(out, x.shape())?, tensor(mean, &[rows])?, tensor(rstd, &[rows])?))
+    Ok((
+        tensor(out, x.shape())?,
+        tensor(mean, &[rows])?,
+        tensor(rstd, &[rows])?,
+    ))
 }
 
 /// Gradients of layer norm with respect to the input, weight and bias.
@@ -443,37 +459,48 @@ pub(crate) fn l2_normalize(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
     let xb = first_buffer("l2_normalize", x)?;
     let (rows, n) = rows_of(x);
     let (out, norms) = (alloc(xb, xb.len), alloc(xb, rows));
-    on_runtime!(&xb.client, |client, R| l2_normalize_kernel::launch::<f32, R>(
-        client,
-        grid(rows, 1),
-        CubeDim::new_1d(ROW_UNITS),
-        arg::<R>(&xb.handle, xb.len),
-        arg::<R>(&out.handle, xb.len),
-        arg::<R>(&norms.handle, rows),
-        n as u32,
-        rows as u32,
-        eps as f32,
-    ));
+    on_runtime!(
+        &xb.client,
+        |client, R| l2_normalize_kernel::launch::<f32, R>(
+            client,
+            grid(rows, 1),
+            CubeDim::new_1d(ROW_UNITS),
+            arg::<R>(&xb.handle, xb.len),
+            arg::<R>(&out.handle, xb.len),
+            arg::<R>(&norms.handle, rows),
+            n as u32,
+            rows as u32,
+            eps as f32,
+        )
+    );
     Ok((tensor(out, x.shape())?, tensor(norms, &[rows])?))
 }
 
-pub(crate) fn l2_normalize_backward(g: &Tensor, y: &Tensor, norms: &Tensor, eps: f64) -> Result<Tensor> {
+pub(crate) fn l2_normalize_backward(
+    g: &Tensor,
+    y: &Tensor,
+    norms: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
     const OP: &str = "l2_normalize";
     let gb = first_buffer(OP, g)?;
     let (yb, nb) = (buffer(OP, y, gb.device)?, buffer(OP, norms, gb.device)?);
     let (rows, n) = rows_of(g);
     let dx = alloc(gb, gb.len);
-    on_runtime!(&gb.client, |client, R| l2_normalize_backward_kernel::launch::<f32, R>(
-        client,
-        grid(rows, 1),
-        CubeDim::new_1d(ROW_UNITS),
-        arg::<R>(&gb.handle, gb.len),
-        arg::<R>(&yb.handle, yb.len),
-        arg::<R>(&nb.handle, rows),
-        arg::<R>(&dx.handle, gb.len),
-        n as u32,
-        rows as u32,
-        eps as f32,
-    ));
+    on_runtime!(
+        &gb.client,
+        |client, R| l2_normalize_backward_kernel::launch::<f32, R>(
+            client,
+            grid(rows, 1),
+            CubeDim::new_1d(ROW_UNITS),
+            arg::<R>(&gb.handle, gb.len),
+            arg::<R>(&yb.handle, yb.len),
+            arg::<R>(&nb.handle, rows),
+            arg::<R>(&dx.handle, gb.len),
+            n as u32,
+            rows as u32,
+            eps as f32,
+        )
+    );
     tensor(dx, g.shape())
 }

@@ -61,6 +61,9 @@ impl GpuBuffer {
     pub fn len(&self) -> usize {
         self.len
     }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
     pub fn device(&self) -> Device {
         self.device
     }
@@ -102,7 +105,11 @@ pub(crate) fn client(device: Device) -> Result<Client> {
                 "this build lacks the `{device}` cargo feature"
             )))
         }
-        Err(_) => return Err(unavailable("the runtime found no adapter")),
+        Err(_) => {
+            return Err(unavailable(
+                "the runtime found no adapter (for wgpu without a GPU on Debian: apt-get install -y mesa-vulkan-drivers libvulkan1)",
+            ))
+        }
     };
     cache.insert(device, client.clone());
     Ok(client)
@@ -128,11 +135,12 @@ pub(crate) fn download(buf: &GpuBuffer) -> Result<Vec<f32>> {
     if buf.len == 0 {
         return Ok(Vec::new());
     }
-    let bytes = on_runtime!(&buf.client, |c, R| c.read_one(buf.handle.clone()))
-        .map_err(|e| Error::Device {
+    let bytes = on_runtime!(&buf.client, |c, R| c.read_one(buf.handle.clone())).map_err(|e| {
+        Error::Device {
             op: "to_device",
             message: format!("reading back from {}: {e:?}", buf.device),
-        })?;
+        }
+    })?;
     Ok(f32::from_bytes(&bytes).to_vec())
 }
 
@@ -143,7 +151,10 @@ pub(crate) fn buffer<'a>(op: &'static str, t: &'a Tensor, device: Device) -> Res
         Storage::Gpu(b) if b.device == device => Ok(b),
         _ => Err(Error::Device {
             op,
-            message: format!("an input is on {}, another on {device}; move one with to_device", t.device()),
+            message: format!(
+                "an input is on {}, another on {device}; move one with to_device",
+                t.device()
+            ),
         }),
     }
 }
@@ -172,8 +183,13 @@ pub(crate) fn alloc(like: &GpuBuffer, len: usize) -> GpuBuffer {
 
 /// u32 values (shapes, strides, indices) on the client's device.
 pub(crate) fn u32_buffer(like: &GpuBuffer, values: &[u32]) -> Handle {
-    let padded: Vec<u32> = if values.is_empty() { vec![0] } else { values.to_vec() };
-    on_runtime!(&like.client, |c, R| c.create_from_slice(u32::as_bytes(&padded)))
+    let padded: Vec<u32> = if values.is_empty() {
+        vec![0]
+    } else {
+        values.to_vec()
+    };
+    on_runtime!(&like.client, |c, R| c
+        .create_from_slice(u32::as_bytes(&padded)))
 }
 
 /// Wraps a finished buffer as a tensor.

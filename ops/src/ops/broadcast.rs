@@ -141,21 +141,23 @@ impl Tensor {
         }
         let out = if self.is_on_gpu() {
             crate::gpu::broadcast_to(self, shape)?
-        } else { with_dtype!(self.dtype(), T => {
-            let src = self.data::<T>()?;
-            let strides = broadcast_strides(self.shape(), shape);
-            let rank = shape.len();
-            let (row_len, step) = (shape[rank - 1], strides[rank - 1]);
-            let mut out = vec![T::zero(); numel(shape)];
-            let mut starts = Vec::new();
-            for_each_broadcast_row(shape, &strides, &strides, |_, o, _| starts.push(o));
-            crate::cpu::for_each_row(&mut out, row_len, |r, row| {
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = src[starts[r] + j * step];
-                }
-            });
-            Tensor::from_vec(out, shape)?
-        }) };
+        } else {
+            with_dtype!(self.dtype(), T => {
+                let src = self.data::<T>()?;
+                let strides = broadcast_strides(self.shape(), shape);
+                let rank = shape.len();
+                let (row_len, step) = (shape[rank - 1], strides[rank - 1]);
+                let mut out = vec![T::zero(); numel(shape)];
+                let mut starts = Vec::new();
+                for_each_broadcast_row(shape, &strides, &strides, |_, o, _| starts.push(o));
+                crate::cpu::for_each_row(&mut out, row_len, |r, row| {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = src[starts[r] + j * step];
+                    }
+                });
+                Tensor::from_vec(out, shape)?
+            })
+        };
         crate::grad::record("broadcast_to", &[self], out, |g| Ok(vec![Some(g.clone())]))
     }
 }

@@ -43,16 +43,18 @@ impl Tensor {
         let (outer, total, inner) = split_at_axis(&out_shape, axis);
         let out = if first.is_on_gpu() {
             crate::gpu::concat(tensors, axis)?
-        } else { with_dtype!(first.dtype(), T => {
-            let mut out = Vec::with_capacity(outer * total * inner);
-            for o in 0..outer {
-                for t in tensors {
-                    let chunk = t.shape()[axis] * inner;
-                    out.extend_from_slice(&t.data::<T>()?[o * chunk..(o + 1) * chunk]);
+        } else {
+            with_dtype!(first.dtype(), T => {
+                let mut out = Vec::with_capacity(outer * total * inner);
+                for o in 0..outer {
+                    for t in tensors {
+                        let chunk = t.shape()[axis] * inner;
+                        out.extend_from_slice(&t.data::<T>()?[o * chunk..(o + 1) * chunk]);
+                    }
                 }
-            }
-            Tensor::from_vec(out, &out_shape)?
-        }) };
+                Tensor::from_vec(out, &out_shape)?
+            })
+        };
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[axis]).collect();
         crate::grad::record("concat", tensors, out, move |g| {
             let mut start = 0;

@@ -30,7 +30,9 @@ impl Tensor {
             let out = crate::gpu::index_select(self, axis, indices)?;
             let (indices, in_shape) = (indices.to_vec(), self.shape().to_vec());
             return crate::grad::record("index_select", &[self], out, move |g| {
-                Ok(vec![Some(crate::gpu::index_select_backward(g, axis, &indices, &in_shape)?)])
+                Ok(vec![Some(crate::gpu::index_select_backward(
+                    g, axis, &indices, &in_shape,
+                )?)])
             });
         }
         let out = with_dtype!(self.dtype(), T => {

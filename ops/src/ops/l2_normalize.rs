@@ -17,7 +17,9 @@ impl Tensor {
             let (out, norms) = crate::gpu::l2_normalize(self, eps)?;
             let y = out.clone();
             return crate::grad::record("l2_normalize", &[self], out, move |g| {
-                Ok(vec![Some(crate::gpu::l2_normalize_backward(g, &y, &norms, eps)?)])
+                Ok(vec![Some(crate::gpu::l2_normalize_backward(
+                    g, &y, &norms, eps,
+                )?)])
             });
         }
         let rows = self.numel() / d.max(1);

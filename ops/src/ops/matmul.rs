@@ -112,7 +112,8 @@ impl Tensor {
         let mut out_shape = batch_shape.to_vec();
         out_shape.extend([m, n]);
         let out = if self.is_on_gpu() {
-            crate::gpu::matmul(self, other, batch, (m, n, ka), (ta, tb), false)?.reshape(&out_shape)?
+            crate::gpu::matmul(self, other, batch, (m, n, ka), (ta, tb), false)?
+                .reshape(&out_shape)?
         } else {
             with_dtype!(self.dtype(), T => {
                 let c = matmul_kernel(self.data::<T>()?, other.data::<T>()?, batch, (m, n, ka), (ta, tb));

@@ -58,7 +58,9 @@ impl Tensor {
         let in_shape = self.shape().to_vec();
         crate::grad::record("narrow", &[self], out, move |g| {
             if g.is_on_gpu() {
-                return Ok(vec![Some(crate::gpu::narrow_backward(g, &in_shape, axis, start)?)]);
+                return Ok(vec![Some(crate::gpu::narrow_backward(
+                    g, &in_shape, axis, start,
+                )?)]);
             }
             let dx = with_dtype!(g.dtype(), T => {
                 Tensor::from_vec(narrow_kernel(g.data::<T>()?, outer, n, inner, start, len, true), &in_shape)?

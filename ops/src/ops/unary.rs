@@ -20,7 +20,9 @@ impl Tensor {
         let out = map_elements!(self, gpu: UnaryOp::Exp, |x| x.exp())?;
         let y = out.clone();
         crate::grad::record("exp", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &y, gpu: BinaryOp::Mul, |g, y| g * y)?)])
+            Ok(vec![Some(
+                zip_elements!(g, &y, gpu: BinaryOp::Mul, |g, y| g * y)?,
+            )])
         })
     }
 
@@ -29,7 +31,9 @@ impl Tensor {
         let out = map_elements!(self, gpu: UnaryOp::Log, |x| x.ln())?;
         let x = self.detach();
         crate::grad::record("log", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &x, gpu: BinaryOp::Div, |g, x| g / x)?)])
+            Ok(vec![Some(
+                zip_elements!(g, &x, gpu: BinaryOp::Div, |g, x| g / x)?,
+            )])
         })
     }
 
@@ -38,7 +42,9 @@ impl Tensor {
         let out = map_elements!(self, gpu: UnaryOp::Sqrt, |x| x.sqrt())?;
         let y = out.clone();
         crate::grad::record("sqrt", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &y, gpu: BinaryOp::SqrtGrad, |g, y| g / (y + y))?)])
+            Ok(vec![Some(
+                zip_elements!(g, &y, gpu: BinaryOp::SqrtGrad, |g, y| g / (y + y))?,
+            )])
         })
     }
 
@@ -47,11 +53,13 @@ impl Tensor {
         let out = map_elements!(self, gpu: UnaryOp::Rsqrt, |x| x.sqrt().recip())?;
         let y = out.clone();
         crate::grad::record("rsqrt", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &y, gpu: BinaryOp::RsqrtGrad, |g, y| -g
+            Ok(vec![Some(
+                zip_elements!(g, &y, gpu: BinaryOp::RsqrtGrad, |g, y| -g
                 * y
                 * y
                 * y
-                * T::from_f64(0.5))?)])
+                * T::from_f64(0.5))?,
+            )])
         })
     }
 
@@ -60,9 +68,11 @@ impl Tensor {
         let out = map_elements!(self, gpu: UnaryOp::Powf(p), |x| x.powf(T::from_f64(p)))?;
         let x = self.detach();
         crate::grad::record("powf", &[self], out, move |g| {
-            Ok(vec![Some(zip_elements!(g, &x, gpu: BinaryOp::PowfGrad(p), |g, x| g
+            Ok(vec![Some(
+                zip_elements!(g, &x, gpu: BinaryOp::PowfGrad(p), |g, x| g
                 * T::from_f64(p)
-                * x.powf(T::from_f64(p - 1.0)))?)])
+                * x.powf(T::from_f64(p - 1.0)))?,
+            )])
         })
     }
 
@@ -72,7 +82,7 @@ impl Tensor {
         let y = out.clone();
         crate::grad::record("tanh", &[self], out, move |g| {
             Ok(vec![Some(
-                zip_elements!(g, &y, gpu: BinaryOp::TanhGrad, |g, y| g * (T::one() - y * y))?
+                zip_elements!(g, &y, gpu: BinaryOp::TanhGrad, |g, y| g * (T::one() - y * y))?,
             )])
         })
     }
