@@ -43,6 +43,10 @@ pub struct Args {
     /// `--features wgpu` or `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: ops::Device,
+    /// Matrix products on a GPU: f32, or bf16 (bf16 operands, f32
+    /// accumulation, f32 master weights and optimizer state).
+    #[arg(long, default_value = "f32")]
+    precision: ops::Precision,
     /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
@@ -163,6 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     trainer
         .move_to(args.device)
         .with_context(|| format!("moving the model to --device {}", args.device))?;
+    trainer.set_precision(args.precision)?;
     let config = trainer.config.clone();
     let dataset = Arc::new(msn::data::open(&config.data)?);
     if dataset.channels != config.encoder.in_channels {
@@ -206,7 +211,7 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "MSN pretraining: preset {}, data {} ({} images), ViT {}×{} heads {} patch {}, batch {}, steps {}..{}, {} rayon threads",
+        "MSN pretraining: preset {}, data {} ({} images), ViT {}×{} heads {} patch {}, batch {}, steps {}..{}, {}",
         config.preset,
         config.data,
         dataset.len(),
@@ -217,7 +222,10 @@ pub fn run(args: Args) -> Result<()> {
         config.batch_size,
         first,
         config.steps,
-        rayon::current_num_threads()
+        match args.device {
+            ops::Device::Cpu => format!("{} rayon threads", rayon::current_num_threads()),
+            gpu => format!("on {gpu}, {} matrix products", args.precision),
+        }
     );
     let loader = Loader::spawn(
         Arc::clone(&dataset),

@@ -89,6 +89,14 @@ fn bad_pretraining_input_is_a_one_line_error() {
         &msn(&["pretrain", "--device", "tpu", "--out", out]),
         "unknown device `tpu`",
     );
+    assert_clean_error(
+        &msn(&["pretrain", "--precision", "fp8", "--out", out]),
+        "unknown precision `fp8`",
+    );
+    assert_clean_error(
+        &msn(&["pretrain", "--precision", "bf16", "--out", out]),
+        "--precision bf16 needs a GPU",
+    );
     if !ops::Device::Wgpu.is_built() {
         assert_clean_error(
             &msn(&["pretrain", "--device", "wgpu", "--out", out]),

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ops::{BatchStats, DType, Device, Tensor, TensorTape};
+use ops::{BatchStats, DType, Device, Precision, Tensor, TensorTape};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -74,6 +74,10 @@ pub struct Trainer {
     pub optimizer: AdamW,
     /// Updates taken so far.
     pub step: u64,
+    /// The precision of the matrix products of the forward and backward
+    /// passes on a GPU (see [`ops::autocast`]); weights and optimizer state
+    /// are f32 whatever it is.
+    precision: Precision,
 }
 
 impl Trainer {
@@ -98,6 +102,7 @@ impl Trainer {
             optimizer,
             config,
             step: 0,
+            precision: Precision::F32,
         })
     }
 
@@ -120,8 +125,12 @@ impl Trainer {
         self.prototypes.device()
     }
 
-    /// Moves the networks, prototypes and optimizer state to `device`.
+    /// Moves the networks, prototypes and optimizer state to `device`. On the
+    /// CPU the matrix products are f32 again.
     pub fn move_to(&mut self, device: Device) -> Result<()> {
+        if !device.is_gpu() {
+            self.precision = Precision::F32;
+        }
         let mut failure = None;
         let mut mover = |_: String, t: &mut Tensor| match t.to_device(device) {
             Ok(moved) => *t = moved,
@@ -146,6 +155,24 @@ impl Trainer {
         Ok(())
     }
 
+    /// The precision of the matrix products on the device.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets the precision of the matrix products: bf16 needs the networks on a
+    /// GPU, since the CPU kernels compute in f32 only.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision == Precision::Bf16 && !self.device().is_gpu() {
+            return Err(Error::Config(format!(
+                "--precision bf16 needs a GPU (--device wgpu or cuda); the networks are on {}, where matrix products are f32",
+                self.device()
+            )));
+        }
+        self.precision = precision;
+        Ok(())
+    }
+
     pub fn steps_per_epoch(&self, dataset_len: usize) -> u64 {
         (dataset_len / self.config.batch_size).max(1) as u64
     }
@@ -159,6 +186,7 @@ impl Trainer {
     /// The forward passes, the loss and its gradients, without changing any state.
     pub fn forward_backward(&self, batch: &Batch, data_wait: f64) -> Result<Pass> {
         let start = Instant::now();
+        let _precision = ops::autocast(self.precision);
         let mut timing = StepTiming {
             data_wait,
             data_prep: batch.prep_seconds,

@@ -1,10 +1,12 @@
 //! The tensor and the ops that a Vision Transformer and MSN need, and no more.
 //!
 //! One [`Tensor`] type: a shape, a dtype chosen at run time (f32, or f64 for
-//! gradient checks) and a device (the CPU for now). Every op lives in one module
-//! under [`ops`](crate::ops) with its documentation (shapes, the PyTorch
-//! equivalent), its forward, its backward rule and its kernels. Ops record onto
-//! a caller-owned [`Tape`] only when one of their inputs is tracked by it.
+//! gradient checks) and a device (the CPU, or a GPU through CubeCL: see
+//! [`gpu`]). Every op lives in one module under [`ops`](crate::ops) with its
+//! documentation (shapes, the PyTorch equivalent), its forward, its backward
+//! rule and its kernels. Ops record onto a caller-owned [`Tape`] only when one
+//! of their inputs is tracked by it. [`autocast`] makes the GPU's matrix
+//! products read bf16 operands for a scope.
 //!
 //! [`checks`] is the gradient-check suite: one random case generator per op,
 //! shared by the property tests and `msn gradcheck`.
@@ -17,6 +19,7 @@ mod error;
 pub mod gpu;
 mod grad;
 pub mod ops;
+mod precision;
 mod shape;
 mod storage;
 mod tensor;
@@ -34,6 +37,7 @@ pub use device::Device;
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use ops::batch_norm::BatchStats;
+pub use precision::{autocast, matmul_precision, round_to_bf16, AutocastGuard, Precision};
 pub use shape::{broadcast_shapes, numel};
 pub use storage::Storage;
 pub use tensor::Tensor;

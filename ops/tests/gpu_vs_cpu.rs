@@ -2,11 +2,12 @@
 //! random inputs: one generic body, run on each GPU runtime built in. CI runs
 //! it on `wgpu` over Vulkan's software driver (lavapipe), which is slow but
 //! exact, so the cases are the small ones of the gradient-check suite; a second
-//! test takes sizes that cross every tile, block and grid boundary.
+//! test takes sizes that cross every tile, block and grid boundary. The bf16
+//! matrix products are held to the CPU's f32 products of bf16-rounded values.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 use ops::checks::{self, OpCheck};
-use ops::{DType, Device, Tape, Tensor};
+use ops::{autocast, round_to_bf16, DType, Device, Precision, Tape, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -108,18 +109,41 @@ op_tests!(
 
 /// Output and input gradients of `f` on the CPU and on `device`, compared.
 fn same_on_device(what: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ops::Result<Tensor>) {
+    same_on_device_in(Precision::F32, what, inputs, f)
+}
+
+/// [`same_on_device`] with the device under `autocast(precision)`; for bf16,
+/// the CPU side computes in f32 on the inputs and output gradient rounded to
+/// bf16, which is what the device's products read.
+fn same_on_device_in(
+    precision: Precision,
+    what: &str,
+    inputs: &[Tensor],
+    f: impl Fn(&[Tensor]) -> ops::Result<Tensor>,
+) {
+    let round = |t: &Tensor| {
+        let mut t = t.clone();
+        if precision == Precision::Bf16 {
+            t.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))
+                .unwrap();
+        }
+        t
+    };
     for device in devices() {
         let run = |dev: Device| {
+            let on_cpu = dev == Device::Cpu;
+            let _precision = autocast(if on_cpu { Precision::F32 } else { precision });
+            let prepare = |t: &Tensor| {
+                let t = if on_cpu { round(t) } else { t.clone() };
+                t.to_device(dev).unwrap()
+            };
             let tape = Tape::new();
-            let xs: Vec<Tensor> = inputs
-                .iter()
-                .map(|t| tape.watch(&t.to_device(dev).unwrap()))
-                .collect();
+            let xs: Vec<Tensor> = inputs.iter().map(|t| tape.watch(&prepare(t))).collect();
             let out = f(&xs).unwrap();
             let mut rng = StdRng::seed_from_u64(3);
-            let up = Tensor::from_fn(out.shape(), DType::F32, |_| rng.gen_range(-1.0..1.0))
-                .to_device(dev)
-                .unwrap();
+            let up = prepare(&Tensor::from_fn(out.shape(), DType::F32, |_| {
+                rng.gen_range(-1.0..1.0)
+            }));
             let grads = tape.backward_with(&out, up).unwrap();
             let mut all = vec![out.to_vec_f32()];
             all.extend(xs.iter().map(|x| grads.get(x).unwrap().to_vec_f32()));
@@ -132,7 +156,7 @@ fn same_on_device(what: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> ops::R
                 let err = (a - b).abs() / (1.0 + a.abs());
                 assert!(
                     err < 1e-4,
-                    "{what} on {device}: tensor {k}[{i}]: cpu {a}, device {b}"
+                    "{what} ({precision}) on {device}: tensor {k}[{i}]: cpu {a}, device {b}"
                 );
             }
         }
@@ -230,5 +254,128 @@ fn ops_reject_inputs_on_different_devices() {
             err.contains("cpu") && err.contains(&device.to_string()),
             "{err}"
         );
+    }
+}
+
+#[test]
+fn matmul_in_bf16() {
+    let all = checks::all();
+    let op = all
+        .iter()
+        .find(|c| c.name == "matmul")
+        .expect("matmul is in the suite");
+    for device in devices() {
+        for index in 0..cases() {
+            let seed = checks::case_seed(11, index);
+            let (case, report) = checks::compare_bf16_with_cpu(op, seed, device)
+                .unwrap_or_else(|e| panic!("bf16 matmul on {device} (seed {seed}): {e}"));
+            assert!(
+                report.passed(),
+                "bf16 matmul on {device}, {} (seed {seed}): worst {:.2e} at {}",
+                case.description,
+                report.worst,
+                report.worst_at
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_products_agree_past_tile_edges() {
+    let (a, b) = (random(&[2, 130, 70], 31), random(&[2, 70, 93], 32));
+    same_on_device_in(Precision::Bf16, "matmul", &[a.clone(), b.clone()], |x| {
+        x[0].matmul(&x[1])
+    });
+    let bt = random(&[2, 93, 70], 33);
+    same_on_device_in(Precision::Bf16, "matmul_nt", &[a, bt], |x| {
+        x[0].matmul_nt(&x[1])
+    });
+    let at = random(&[2, 70, 130], 34);
+    same_on_device_in(Precision::Bf16, "matmul_tn", &[at, b], |x| {
+        x[0].matmul_tn(&x[1])
+    });
+    // A linear layer on a GPU is a product plus a bias: its weight is rounded as it is read.
+    let (x, w) = (random(&[3, 33, 40], 35), random(&[24, 40], 36));
+    let rounded_w = {
+        let mut w = w.clone();
+        w.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))
+            .unwrap();
+        w
+    };
+    for device in devices() {
+        let on_device = {
+            let _bf16 = autocast(Precision::Bf16);
+            let (xd, wd) = (x.to_device(device).unwrap(), w.to_device(device).unwrap());
+            xd.linear(&wd, None).unwrap().to_vec_f32()
+        };
+        let mut rounded_x = x.clone();
+        rounded_x
+            .map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))
+            .unwrap();
+        let on_cpu = rounded_x.linear(&rounded_w, None).unwrap().to_vec_f32();
+        for (c, d) in on_cpu.iter().zip(&on_device) {
+            assert!(
+                (c - d).abs() <= 1e-4 * (1.0 + c.abs()),
+                "linear: cpu {c}, {device} {d}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_operands_round_to_nearest_even() {
+    // Values whose rounding is known: ties go to the even neighbour, and an odd
+    // count of values leaves half a word at the end of the packed buffer.
+    let tie_down = 1.0 + 2f32.powi(-8); // halfway between 1 and 1 + 2⁻⁷
+    let tie_up = 1.0 + 3.0 * 2f32.powi(-8); // halfway between 1 + 2⁻⁷ and 1 + 2⁻⁶
+    let special = [tie_down, tie_up, -tie_up, 3.0e38, 0.0, 65504.5];
+    let mut rng = StdRng::seed_from_u64(40);
+    let (rows, cols) = (3, 37);
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| {
+            special
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| rng.gen_range(-10.0..10.0))
+        })
+        .collect();
+    let x = Tensor::from_vec(values.clone(), &[rows, cols]).unwrap();
+    let identity = Tensor::from_fn(&[cols, cols], DType::F32, |i| {
+        if i / cols == i % cols {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    let expected: Vec<f32> = values.iter().map(|&v| round_to_bf16(v)).collect();
+    assert_eq!(expected[0], 1.0);
+    assert_eq!(expected[1], 1.0 + 2f32.powi(-6));
+    for device in devices() {
+        let bf16 = autocast(Precision::Bf16);
+        let (xd, id) = (
+            x.to_device(device).unwrap(),
+            identity.to_device(device).unwrap(),
+        );
+        for (what, product) in [
+            ("x·I", xd.matmul(&id).unwrap()),
+            (
+                "(xᵀ)ᵀ·I",
+                xd.transpose(0, 1).unwrap().matmul_tn(&id).unwrap(),
+            ),
+        ] {
+            let got = product.to_vec_f32();
+            for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+                assert_eq!(
+                    e.to_bits(),
+                    g.to_bits(),
+                    "{what} on {device}[{i}]: {} rounds to {e}, got {g}",
+                    values[i]
+                );
+            }
+        }
+        // Outside the scope the same product is f32 again.
+        drop(bf16);
+        let f32_product = xd.matmul(&id).unwrap().to_vec_f32();
+        assert_eq!(f32_product[0], tie_down);
     }
 }

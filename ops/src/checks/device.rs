@@ -1,11 +1,12 @@
 //! The same random cases run on another device: each op's output and input
-//! gradients there against the CPU kernels, in f32.
+//! gradients there against the CPU kernels, in f32, and the GPU's bf16 matrix
+//! products against the CPU's f32 ones on bf16-rounded values.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{Case, OpCheck};
-use crate::{DType, Device, Result, Tape, Tensor};
+use crate::{autocast, round_to_bf16, DType, Device, Precision, Result, Tape, Tensor};
 
 /// Agreement of one case between the CPU and a device.
 #[derive(Clone, Debug)]
@@ -28,18 +29,32 @@ impl DeviceReport {
 }
 
 /// Runs `case` with f32 inputs on `device`: the output, and the gradients of
-/// every input for one random output gradient (the same on both sides).
-fn run(case: &Case, device: Device, upstream_seed: u64) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+/// every input for one random output gradient (the same on both sides). With
+/// `rounded`, the inputs and the output gradient are first rounded to bf16.
+fn run(
+    case: &Case,
+    device: Device,
+    upstream_seed: u64,
+    rounded: bool,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let prepare = |t: Tensor| -> Result<Tensor> {
+        let mut t = t.to_dtype(DType::F32)?;
+        if rounded {
+            t.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))?;
+        }
+        t.to_device(device)
+    };
     let tape = Tape::new();
     let inputs: Vec<Tensor> = case
         .inputs
         .iter()
-        .map(|t| Ok(tape.watch(&t.to_dtype(DType::F32)?.to_device(device)?)))
+        .map(|t| Ok(tape.watch(&prepare(t.clone())?)))
         .collect::<Result<_>>()?;
     let out = (case.function)(&inputs)?;
     let mut rng = StdRng::seed_from_u64(upstream_seed);
-    let upstream =
-        Tensor::from_fn(out.shape(), DType::F32, |_| rng.gen_range(-1.0..1.0)).to_device(device)?;
+    let upstream = prepare(Tensor::from_fn(out.shape(), DType::F32, |_| {
+        rng.gen_range(-1.0..1.0)
+    }))?;
     let grads = tape.backward_with(&out, upstream)?;
     let grads = inputs
         .iter()
@@ -73,10 +88,39 @@ pub fn compare_with_cpu(
     seed: u64,
     device: Device,
 ) -> Result<(Case, DeviceReport)> {
+    compare_runs(check, seed, device, false)
+}
+
+/// Compares the case of `check` run on `device` under bf16 autocast with the
+/// CPU's f32 kernels run on the same values rounded to bf16. For an op whose
+/// every input and output gradient is a matrix product operand (`matmul`),
+/// the two compute the same exact products (a product of two bf16 values is
+/// exact in f32), so they differ only by summation order.
+pub fn compare_bf16_with_cpu(
+    check: &OpCheck,
+    seed: u64,
+    device: Device,
+) -> Result<(Case, DeviceReport)> {
+    compare_runs(check, seed, device, true)
+}
+
+fn compare_runs(
+    check: &OpCheck,
+    seed: u64,
+    device: Device,
+    bf16: bool,
+) -> Result<(Case, DeviceReport)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let case = (check.generate)(&mut rng);
-    let (cpu_out, cpu_grads) = run(&case, Device::Cpu, seed)?;
-    let (dev_out, dev_grads) = run(&case, device, seed)?;
+    let (cpu_out, cpu_grads) = run(&case, Device::Cpu, seed, bf16)?;
+    let (dev_out, dev_grads) = {
+        let _precision = autocast(if bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        });
+        run(&case, device, seed, false)?
+    };
     let mut worst = (0.0, String::from("nowhere"));
     compare(&mut worst, "output", &cpu_out, &dev_out);
     for (i, (c, d)) in cpu_grads.iter().zip(&dev_grads).enumerate() {

@@ -20,6 +20,10 @@ impl GpuBuffer {
     }
 }
 
+/// A bf16 operand on a GPU; none exists in a build without a GPU feature.
+#[derive(Clone)]
+pub enum PackedBf16 {}
+
 fn not_built() -> Error {
     Error::Device {
         op: "gpu",
@@ -57,5 +61,7 @@ unavailable! {
     fn layer_norm_backward(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> (Tensor, Tensor, Tensor);
     fn l2_normalize(&Tensor, f64) -> (Tensor, Tensor);
     fn l2_normalize_backward(&Tensor, &Tensor, &Tensor, f64) -> Tensor;
-    fn matmul(&Tensor, &Tensor, usize, (usize, usize, usize), (bool, bool), bool) -> Tensor;
+    fn matmul(&Tensor, &Tensor, usize, (usize, usize, usize), (bool, bool)) -> Tensor;
+    fn pack_bf16(&Tensor) -> PackedBf16;
+    fn matmul_bf16(&PackedBf16, &PackedBf16, usize, (usize, usize, usize), (bool, bool)) -> Tensor;
 }

@@ -16,7 +16,8 @@
 //! - `rows`: row-wise softmax, log-softmax, layer norm, L2 normalisation and
 //!   their backward passes, one cube per row with a shared-memory reduction;
 //! - `matmul`: a batched tiled matrix product (64×64 tiles in shared memory,
-//!   4×4 outputs per unit), with either operand transposed by strides.
+//!   4×4 outputs per unit), with either operand transposed by strides, and
+//!   its bf16 variant (operands packed two to a word, f32 accumulation).
 
 #[cfg(feature = "gpu")]
 mod copy;

@@ -6,12 +6,18 @@
 //! `a @ b.transpose(-2, -1)`, `a.transpose(-2, -1) @ b`. Saves both inputs.
 //! Backward (for `C = A·B`): `dA = dC·Bᵀ`, `dB = Aᵀ·dC`, written with this
 //! same op and its transpose flags so that no transposed copy is ever made.
+//!
+//! On a GPU under [`autocast`](crate::autocast)`(Precision::Bf16)` the
+//! operands are rounded to bf16 and the accumulation stays f32; the rule then
+//! saves the bf16 operands (half the memory of f32 copies) and computes both
+//! gradients in bf16 too, as PyTorch's autocast does.
 
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{gemm, GemmElement, MatRef};
 use crate::error::shape_err;
-use crate::{with_dtype, Error, Result, Tensor};
+use crate::gpu::PackedBf16;
+use crate::{matmul_precision, with_dtype, Error, Precision, Result, Tensor};
 
 fn matmul_kernel<T: GemmElement>(
     a: &[T],
@@ -111,12 +117,15 @@ impl Tensor {
         let batch: usize = batch_shape.iter().product();
         let mut out_shape = batch_shape.to_vec();
         out_shape.extend([m, n]);
+        let dims = (m, n, ka);
         let out = if self.is_on_gpu() {
-            crate::gpu::matmul(self, other, batch, (m, n, ka), (ta, tb), false)?
-                .reshape(&out_shape)?
+            if matmul_precision() == Precision::Bf16 {
+                return self.matmul_bf16(other, batch, dims, (ta, tb), &out_shape);
+            }
+            crate::gpu::matmul(self, other, batch, dims, (ta, tb))?.reshape(&out_shape)?
         } else {
             with_dtype!(self.dtype(), T => {
-                let c = matmul_kernel(self.data::<T>()?, other.data::<T>()?, batch, (m, n, ka), (ta, tb));
+                let c = matmul_kernel(self.data::<T>()?, other.data::<T>()?, batch, dims, (ta, tb));
                 Tensor::from_vec(c, &out_shape)?
             })
         };
@@ -141,6 +150,54 @@ impl Tensor {
                 ),
             };
             Ok(vec![Some(da), Some(db)])
+        })
+    }
+}
+
+impl Tensor {
+    /// The GPU product under bf16 autocast, for `batch` pairs of shape
+    /// `dims = (m, n, k)`: both operands rounded and packed once, the packed
+    /// copies saved for the backward pass.
+    fn matmul_bf16(
+        &self,
+        other: &Tensor,
+        batch: usize,
+        (m, n, k): (usize, usize, usize),
+        (ta, tb): (bool, bool),
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
+        use crate::gpu::{matmul_bf16 as product, pack_bf16};
+        let (a, b) = (pack_bf16(self)?, pack_bf16(other)?);
+        let out = product(&a, &b, batch, (m, n, k), (ta, tb))?.reshape(out_shape)?;
+        let (a_shape, b_shape) = (self.shape().to_vec(), other.shape().to_vec());
+        crate::grad::record("matmul", &[self, other], out, move |g| {
+            let g = pack_bf16(g)?;
+            let grads = |(da, db): (Tensor, Tensor)| -> Result<Vec<Option<Tensor>>> {
+                Ok(vec![
+                    Some(da.reshape(&a_shape)?),
+                    Some(db.reshape(&b_shape)?),
+                ])
+            };
+            let p = |x: &PackedBf16, y: &PackedBf16, dims, flags| product(x, y, batch, dims, flags);
+            // The rules of the f32 product above, with `(m, n, k)` spelled out.
+            grads(match (ta, tb) {
+                (false, false) => (
+                    p(&g, &b, (m, k, n), (false, true))?,
+                    p(&a, &g, (k, n, m), (true, false))?,
+                ),
+                (false, true) => (
+                    p(&g, &b, (m, k, n), (false, false))?,
+                    p(&g, &a, (n, k, m), (true, false))?,
+                ),
+                (true, false) => (
+                    p(&b, &g, (k, m, n), (false, true))?,
+                    p(&a, &g, (k, n, m), (false, false))?,
+                ),
+                (true, true) => (
+                    p(&b, &g, (k, m, n), (true, true))?,
+                    p(&g, &a, (n, k, m), (true, true))?,
+                ),
+            })
         })
     }
 }
