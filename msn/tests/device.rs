@@ -5,8 +5,9 @@
 //!
 //! CI's software Vulkan driver computes a few hundred MFLOP/s here, so by
 //! default the network is narrowed (ViT 48×2, 3 heads, head 96→96, 64
-//! prototypes, batch 16) and the test takes seconds; `MSN_DEVICE_TEST_FULL=1`
-//! runs the preset's own ViT 192×6 and head at batch 16, for a real GPU.
+//! prototypes, batch 16): both tests take about 3 minutes on 2 cores (the
+//! device runs dominate). `MSN_DEVICE_TEST_FULL=1` runs the preset's own ViT
+//! 192×6 and head at batch 16, for a real GPU.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 use msn::config::PretrainConfig;

@@ -19,6 +19,17 @@ impl Device {
         self != Device::Cpu
     }
 
+    /// Waits until every kernel queued on this device has finished. GPU
+    /// kernels run asynchronously; a timing or a profile must end here. The
+    /// CPU computes as it is asked, so there it returns at once.
+    pub fn synchronize(self) -> crate::Result<()> {
+        if self.is_gpu() {
+            crate::gpu::synchronize(self)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Whether this build has the runtime of `self` compiled in.
     pub fn is_built(self) -> bool {
         match self {

@@ -11,12 +11,14 @@ import torch.nn.functional as F
 
 
 class Network(nn.Module):
-    """ViT 192x6 (3 heads, patch 4, 28x28 gray) with MSN's projection head 192-1024-1024-128."""
+    """A ViT with MSN's projection head; by default fmnist-tiny's: ViT 192x6 (3 heads, patch 4,
+    28x28 gray), head 192-1024-1024-128."""
 
-    def __init__(self, width=192, depth=6, heads=3, hidden=1024, out=128):
+    def __init__(self, width=192, depth=6, heads=3, hidden=1024, out=128, img_size=28, patch=4, in_chans=1):
         super().__init__()
+        self.grid = img_size // patch
         self.encoder = timm.models.vision_transformer.VisionTransformer(
-            img_size=28, patch_size=4, in_chans=1, embed_dim=width, depth=depth, num_heads=heads, mlp_ratio=4.0,
+            img_size=img_size, patch_size=patch, in_chans=in_chans, embed_dim=width, depth=depth, num_heads=heads, mlp_ratio=4.0,
             qkv_bias=True, num_classes=0, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6))
         self.head = nn.Sequential(OrderedDict([
             ("fc1", nn.Linear(width, hidden)), ("bn1", nn.BatchNorm1d(hidden)), ("gelu1", nn.GELU()),
@@ -39,7 +41,7 @@ class Network(nn.Module):
         """Patch embed, CLS, pos-embed (bicubic-resized by size for other grids), token drop, blocks, norm, head."""
         enc = self.encoder
         t = enc.patch_embed.proj(x).flatten(2).transpose(1, 2)
-        g0, g = 7, int(math.isqrt(t.shape[1]))
+        g0, g = self.grid, int(math.isqrt(t.shape[1]))
         pos = enc.pos_embed
         if g != g0:
             grid = pos[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
@@ -47,7 +49,7 @@ class Network(nn.Module):
             pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g * g, -1)], dim=1)
         h = torch.cat([enc.cls_token.expand(x.shape[0], -1, -1), t], dim=1) + pos
         if keep is not None:
-            h = h[:, torch.cat([torch.zeros(1, dtype=torch.long), keep + 1])]
+            h = h[:, torch.cat([torch.zeros(1, dtype=torch.long, device=keep.device), keep + 1])]
         for blk in enc.blocks:
             h = blk(h)
         return self.head(enc.norm(h)[:, 0])

@@ -42,6 +42,7 @@ macro_rules! unavailable {
 unavailable! {
     fn upload(&Tensor, Device) -> Tensor;
     fn download(&GpuBuffer) -> Vec<f32>;
+    fn synchronize(Device) -> ();
     fn unary(&Tensor, UnaryOp) -> Tensor;
     fn binary(&Tensor, &Tensor, BinaryOp) -> Tensor;
     fn broadcast_to(&Tensor, &[usize]) -> Tensor;

@@ -36,7 +36,8 @@ mod runtime;
 pub use runtime::GpuBuffer;
 #[cfg(feature = "gpu")]
 pub(crate) use {
-    copy::*, elementwise::*, matmul::*, reduce::*, rows::*, runtime::download, runtime::upload,
+    copy::*, elementwise::*, matmul::*, reduce::*, rows::*, runtime::download,
+    runtime::synchronize, runtime::upload,
 };
 
 #[cfg(not(feature = "gpu"))]

@@ -144,6 +144,16 @@ pub(crate) fn download(buf: &GpuBuffer) -> Result<Vec<f32>> {
     Ok(f32::from_bytes(&bytes).to_vec())
 }
 
+/// Waits until every kernel queued on `device` has finished: kernels run
+/// asynchronously, so a timing must end here.
+pub(crate) fn synchronize(device: Device) -> Result<()> {
+    let client = client(device)?;
+    on_runtime!(&client, |c, R| cubecl::future::block_on(c.sync())).map_err(|e| Error::Device {
+        op: "synchronize",
+        message: format!("{device}: {e:?}"),
+    })
+}
+
 /// The GPU buffer of a tensor, or an error naming the op when the tensor is
 /// not on `device`.
 pub(crate) fn buffer<'a>(op: &'static str, t: &'a Tensor, device: Device) -> Result<&'a GpuBuffer> {
