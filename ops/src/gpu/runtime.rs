@@ -85,6 +85,11 @@ pub(crate) fn client(device: Device) -> Result<Client> {
         op: "to_device",
         message: format!("{device} is not available: {why}"),
     };
+    // A runtime without its driver panics (on its own thread too); the panic
+    // becomes the error below, so the default hook's report and backtrace
+    // would only bury that one line.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let made = std::panic::catch_unwind(|| -> Option<Client> {
         match device {
             #[cfg(feature = "wgpu")]
@@ -98,12 +103,18 @@ pub(crate) fn client(device: Device) -> Result<Client> {
             _ => None,
         }
     });
+    std::panic::set_hook(report);
     let client = match made {
         Ok(Some(c)) => c,
         Ok(None) => {
             return Err(unavailable(&format!(
                 "this build lacks the `{device}` cargo feature"
             )))
+        }
+        Err(_) if device == Device::Cuda => {
+            return Err(unavailable(
+                "no NVIDIA driver (libcuda.so) or no NVIDIA GPU was found",
+            ))
         }
         Err(_) => {
             return Err(unavailable(
