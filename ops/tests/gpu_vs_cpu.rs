@@ -121,13 +121,9 @@ fn same_on_device_in(
     inputs: &[Tensor],
     f: impl Fn(&[Tensor]) -> ops::Result<Tensor>,
 ) {
-    let round = |t: &Tensor| {
-        let mut t = t.clone();
-        if precision == Precision::Bf16 {
-            t.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))
-                .unwrap();
-        }
-        t
+    let round = |t: &Tensor| match precision {
+        Precision::Bf16 => checks::rounded_to_bf16(t).unwrap(),
+        Precision::F32 => t.clone(),
     };
     for device in devices() {
         let run = |dev: Device| {
@@ -296,22 +292,14 @@ fn bf16_products_agree_past_tile_edges() {
     });
     // A linear layer on a GPU is a product plus a bias: its weight is rounded as it is read.
     let (x, w) = (random(&[3, 33, 40], 35), random(&[24, 40], 36));
-    let rounded_w = {
-        let mut w = w.clone();
-        w.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))
-            .unwrap();
-        w
-    };
+    let rounded_w = checks::rounded_to_bf16(&w).unwrap();
     for device in devices() {
         let on_device = {
             let _bf16 = autocast(Precision::Bf16);
             let (xd, wd) = (x.to_device(device).unwrap(), w.to_device(device).unwrap());
             xd.linear(&wd, None).unwrap().to_vec_f32()
         };
-        let mut rounded_x = x.clone();
-        rounded_x
-            .map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))
-            .unwrap();
+        let rounded_x = checks::rounded_to_bf16(&x).unwrap();
         let on_cpu = rounded_x.linear(&rounded_w, None).unwrap().to_vec_f32();
         for (c, d) in on_cpu.iter().zip(&on_device) {
             assert!(

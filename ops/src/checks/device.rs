@@ -17,6 +17,14 @@ pub struct DeviceReport {
     pub worst_at: String,
 }
 
+/// An f32 CPU tensor's values rounded to bf16: what a GPU product reads of it
+/// under bf16 autocast, and so the CPU reference's input.
+pub fn rounded_to_bf16(t: &Tensor) -> Result<Tensor> {
+    let mut t = t.clone();
+    t.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))?;
+    Ok(t)
+}
+
 /// f32 differences between two correct kernels come from summation order and
 /// from the device's exp/log/erf (a few ulp): ~1e-6 relative on these small
 /// cases. A wrong kernel is off by O(1). 1e-4 separates the two.
@@ -38,10 +46,8 @@ fn run(
     rounded: bool,
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
     let prepare = |t: Tensor| -> Result<Tensor> {
-        let mut t = t.to_dtype(DType::F32)?;
-        if rounded {
-            t.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x = round_to_bf16(*x)))?;
-        }
+        let t = t.to_dtype(DType::F32)?;
+        let t = if rounded { rounded_to_bf16(&t)? } else { t };
         t.to_device(device)
     };
     let tape = Tape::new();

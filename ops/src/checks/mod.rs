@@ -9,7 +9,9 @@ mod cases;
 mod device;
 mod random;
 
-pub use device::{compare_bf16_with_cpu, compare_with_cpu, DeviceReport, DEVICE_TOLERANCE};
+pub use device::{
+    compare_bf16_with_cpu, compare_with_cpu, rounded_to_bf16, DeviceReport, DEVICE_TOLERANCE,
+};
 
 use autograd::{check_gradients, GradCheckReport, Tolerance};
 use rand::rngs::StdRng;

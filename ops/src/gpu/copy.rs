@@ -57,23 +57,24 @@ struct View<'a> {
 }
 
 /// Copies `src` read through `from` into `dst` written through `to` (same shape).
+/// A rank-0 view is one element: the kernel sees one axis of size 1.
+fn at_least_one_axis(v: &[usize]) -> &[usize] {
+    if v.is_empty() {
+        &[1]
+    } else {
+        v
+    }
+}
+
 fn copy(src: &GpuBuffer, from: View, dst: &GpuBuffer, to: View) {
     let n = numel(from.shape);
     if n == 0 {
         return;
     }
-    // A rank-0 view is one element; give the kernel one axis of size 1.
-    let pad = |v: &[usize]| -> Vec<u32> {
-        if v.is_empty() {
-            vec![1]
-        } else {
-            v.iter().map(|&s| s as u32).collect()
-        }
-    };
     let rank = from.shape.len().max(1);
-    let shape = u32_buffer(src, &pad(from.shape));
-    let ss = u32_buffer(src, &pad(from.strides));
-    let ds = u32_buffer(src, &pad(to.strides));
+    let shape = u32_buffer(src, at_least_one_axis(from.shape));
+    let ss = u32_buffer(src, at_least_one_axis(from.strides));
+    let ds = u32_buffer(src, at_least_one_axis(to.strides));
     on_runtime!(
         &src.client,
         |client, R| strided_copy_kernel::launch::<f32, R>(

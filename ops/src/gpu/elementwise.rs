@@ -227,11 +227,10 @@ pub(crate) fn binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
         BinaryOp::XLogXGrad => (Binary::XLogXGrad, 0.0),
     };
     let same_shape = a.shape() == b.shape();
-    let as_u32 = |v: Vec<usize>| v.into_iter().map(|s| s as u32).collect::<Vec<u32>>();
     let rank = out_shape.len();
-    let shape = u32_buffer(ab, &as_u32(out_shape.clone()));
-    let sa = u32_buffer(ab, &as_u32(broadcast_strides(a.shape(), &out_shape)));
-    let sb = u32_buffer(ab, &as_u32(broadcast_strides(b.shape(), &out_shape)));
+    let shape = u32_buffer(ab, &out_shape);
+    let sa = u32_buffer(ab, &broadcast_strides(a.shape(), &out_shape));
+    let sb = u32_buffer(ab, &broadcast_strides(b.shape(), &out_shape));
     let n = numel(&out_shape);
     let out = alloc(ab, n);
     on_runtime!(&ab.client, |client, R| binary_kernel::launch::<f32, R>(

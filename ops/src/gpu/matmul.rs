@@ -11,7 +11,8 @@
 use cubecl::prelude::*;
 
 use super::runtime::{
-    alloc, arg, buffer, first_buffer, grid, linear_index, on_runtime, tensor, GpuBuffer, BLOCK,
+    alloc, arg, buffer, first_buffer, grid, linear_index, mixed_devices, on_runtime, tensor,
+    GpuBuffer, BLOCK,
 };
 use crate::{Result, Tensor};
 
@@ -183,7 +184,7 @@ pub(crate) fn matmul(
 ) -> Result<Tensor> {
     let ab = first_buffer("matmul", a)?;
     let bb = buffer("matmul", b, ab.device)?;
-    launch((ab, ab.len), (bb, bb.len), batch, dims, transposed, false)
+    launch(ab, bb, batch, dims, transposed, false)
 }
 
 /// `op(a)·op(b)` for `batch` pairs of `(m×k)·(k×n)`, bf16 operands, f32 output.
@@ -195,30 +196,17 @@ pub(crate) fn matmul_bf16(
     transposed: (bool, bool),
 ) -> Result<Tensor> {
     if a.words.device != b.words.device {
-        return Err(crate::Error::Device {
-            op: "matmul",
-            message: format!(
-                "an input is on {}, another on {}; move one with to_device",
-                a.words.device, b.words.device
-            ),
-        });
+        return Err(mixed_devices("matmul", a.words.device, b.words.device));
     }
     let (m, n, k) = dims;
     debug_assert!(a.len == batch * m * k && b.len == batch * k * n);
-    launch(
-        (&a.words, a.words.len),
-        (&b.words, b.words.len),
-        batch,
-        dims,
-        transposed,
-        true,
-    )
+    launch(&a.words, &b.words, batch, dims, transposed, true)
 }
 
-/// Launches [`matmul_kernel`] over buffers of `(buffer, words)`.
+/// Launches [`matmul_kernel`] on two operand buffers (f32 values or packed bf16 words).
 fn launch(
-    (ab, a_words): (&GpuBuffer, usize),
-    (bb, b_words): (&GpuBuffer, usize),
+    ab: &GpuBuffer,
+    bb: &GpuBuffer,
     batch: usize,
     (m, n, k): (usize, usize, usize),
     (ta, tb): (bool, bool),
@@ -237,8 +225,8 @@ fn launch(
             client,
             count,
             CubeDim::new_2d(16, 16),
-            arg::<R>(&ab.handle, a_words),
-            arg::<R>(&bb.handle, b_words),
+            arg::<R>(&ab.handle, ab.len),
+            arg::<R>(&bb.handle, bb.len),
             arg::<R>(&out.handle, batch * m * n),
             m as u32,
             n as u32,

@@ -203,8 +203,7 @@ pub(crate) fn index_select(x: &Tensor, axis: usize, indices: &[usize]) -> Result
     let mut out_shape = x.shape().to_vec();
     out_shape[axis] = m;
     let total = outer * m * inner;
-    let idx: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
-    let ib = u32_buffer(xb, &idx);
+    let ib = u32_buffer(xb, indices);
     let out = alloc(xb, total);
     if total > 0 {
         on_runtime!(&xb.client, |client, R| gather_kernel::launch::<f32, R>(
@@ -233,8 +232,7 @@ pub(crate) fn index_select_backward(
     let (outer, n, inner) = split_at_axis(in_shape, axis);
     let m = indices.len();
     let total = outer * n * inner;
-    let idx: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
-    let ib = u32_buffer(gb, &idx);
+    let ib = u32_buffer(gb, indices);
     let dx = alloc(gb, total);
     if total > 0 {
         on_runtime!(

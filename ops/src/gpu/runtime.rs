@@ -170,13 +170,15 @@ pub(crate) fn synchronize(device: Device) -> Result<()> {
 pub(crate) fn buffer<'a>(op: &'static str, t: &'a Tensor, device: Device) -> Result<&'a GpuBuffer> {
     match t.storage() {
         Storage::Gpu(b) if b.device == device => Ok(b),
-        _ => Err(Error::Device {
-            op,
-            message: format!(
-                "an input is on {}, another on {device}; move one with to_device",
-                t.device()
-            ),
-        }),
+        _ => Err(mixed_devices(op, t.device(), device)),
+    }
+}
+
+/// The error of an op whose inputs live on two devices.
+pub(crate) fn mixed_devices(op: &'static str, one: Device, other: Device) -> Error {
+    Error::Device {
+        op,
+        message: format!("an input is on {one}, another on {other}; move one with to_device"),
     }
 }
 
@@ -202,13 +204,12 @@ pub(crate) fn alloc(like: &GpuBuffer, len: usize) -> GpuBuffer {
     }
 }
 
-/// u32 values (shapes, strides, indices) on the client's device.
-pub(crate) fn u32_buffer(like: &GpuBuffer, values: &[u32]) -> Handle {
-    let padded: Vec<u32> = if values.is_empty() {
-        vec![0]
-    } else {
-        values.to_vec()
-    };
+/// Shapes, strides or indices on the client's device, as u32.
+pub(crate) fn u32_buffer(like: &GpuBuffer, values: &[usize]) -> Handle {
+    let mut padded: Vec<u32> = values.iter().map(|&v| v as u32).collect();
+    if padded.is_empty() {
+        padded.push(0);
+    }
     on_runtime!(&like.client, |c, R| c
         .create_from_slice(u32::as_bytes(&padded)))
 }
