@@ -1,12 +1,16 @@
-//! Criterion benchmarks of the GPU matrix product at ViT-S/16's shapes, in f32
-//! and under bf16 autocast, for a build with a GPU runtime:
+//! Criterion benchmarks of the GPU's hot ops at ViT-S/16's shapes, for a
+//! build with a GPU runtime: the matrix product in f32 and under bf16
+//! autocast; attention, fused kernels against the composition of products
+//! and a row softmax they replace; bias + GELU, fused against an add then a
+//! GELU (each forward, and forward with backward):
 //!
 //! ```sh
 //! cargo bench --features cuda --bench gpu       # or --features wgpu
 //! ```
 //!
-//! Throughput is declared as 2·m·n·k floating-point operations, so criterion's
-//! "Gelem/s" reads as GFLOP/s. Kernels run asynchronously: each sample queues
+//! A product's throughput is declared as 2·m·n·k floating-point operations, so
+//! criterion's "Gelem/s" reads as GFLOP/s; attention's as its 4·n²·d forward
+//! FLOPs per head, whichever pass is timed. Kernels run asynchronously: each sample queues
 //! its products and waits for the device at the end. A bf16 product includes
 //! rounding and packing both operands, as every product under autocast does.
 //! `MSN_BENCH_DEVICE` picks the runtime; `MSN_BENCH_QUICK=1` shrinks the shapes
@@ -15,7 +19,7 @@
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ops::{autocast, DType, Device, Precision, Tensor};
+use ops::{autocast, DType, Device, Precision, Tape, Tensor};
 
 fn device() -> Option<Device> {
     if let Ok(name) = std::env::var("MSN_BENCH_DEVICE") {
@@ -72,5 +76,108 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul);
+/// Times `iters` runs of `f` on `device`, from an idle device to an idle device.
+fn timed(device: Device, iters: u64, mut f: impl FnMut()) -> std::time::Duration {
+    device.synchronize().unwrap();
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    device.synchronize().unwrap();
+    start.elapsed()
+}
+
+/// `f` of watched inputs, and with `backward`, the gradients of its sum.
+fn pass(inputs: &[Tensor], backward: bool, f: impl Fn(&[Tensor]) -> Tensor) {
+    let tape = Tape::new();
+    let xs: Vec<Tensor> = inputs.iter().map(|x| tape.watch(x)).collect();
+    let y = f(&xs);
+    if backward {
+        black_box(tape.backward(&y.sum_all().unwrap()).unwrap());
+    } else {
+        black_box(y);
+    }
+}
+
+fn attention(c: &mut Criterion) {
+    let Some(device) = device() else { return };
+    let quick = std::env::var("MSN_BENCH_QUICK").is_ok();
+    // 64 images × 6 heads of 197 tokens, head width 64.
+    let heads = if quick { 12 } else { 64 * 6 };
+    let (t, d) = (197, 64);
+    let qkv: Vec<Tensor> = (0..3).map(|_| tensor(&[heads, t, d], device)).collect();
+    let scale = (d as f64).powf(-0.5);
+    let mut group = c.benchmark_group(format!("attention on {device}"));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements((4 * heads * t * t * d) as u64));
+    for backward in [false, true] {
+        let which = if backward {
+            "forward+backward"
+        } else {
+            "forward"
+        };
+        let shape = format!("{heads}x{t}x{d}");
+        group.bench_function(BenchmarkId::new(format!("fused {which}"), &shape), |b| {
+            b.iter_custom(|iters| {
+                timed(device, iters, || {
+                    pass(&qkv, backward, |x| {
+                        x[0].attention(&x[1], &x[2], scale).unwrap()
+                    })
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new(format!("composed {which}"), &shape), |b| {
+            b.iter_custom(|iters| {
+                timed(device, iters, || {
+                    pass(&qkv, backward, |x| {
+                        let p = x[0].matmul_nt(&x[1]).unwrap().mul_scalar(scale).unwrap();
+                        p.softmax().unwrap().matmul(&x[2]).unwrap()
+                    })
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bias_gelu(c: &mut Criterion) {
+    let Some(device) = device() else { return };
+    let quick = std::env::var("MSN_BENCH_QUICK").is_ok();
+    // The MLP's hidden layer: 64 × 197 tokens of width 1536.
+    let (rows, width) = (if quick { 256 } else { 64 * 197 }, 1536);
+    let inputs = [tensor(&[rows, width], device), tensor(&[width], device)];
+    let mut group = c.benchmark_group(format!("bias_gelu on {device}"));
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes((rows * width * 8) as u64));
+    for backward in [false, true] {
+        let which = if backward {
+            "forward+backward"
+        } else {
+            "forward"
+        };
+        let shape = format!("{rows}x{width}");
+        group.bench_function(BenchmarkId::new(format!("fused {which}"), &shape), |b| {
+            b.iter_custom(|iters| {
+                timed(device, iters, || {
+                    pass(&inputs, backward, |x| x[0].bias_gelu(&x[1]).unwrap())
+                })
+            })
+        });
+        group.bench_function(
+            BenchmarkId::new(format!("add then gelu {which}"), &shape),
+            |b| {
+                b.iter_custom(|iters| {
+                    timed(device, iters, || {
+                        pass(&inputs, backward, |x| {
+                            x[0].add(&x[1]).unwrap().gelu().unwrap()
+                        })
+                    })
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, attention, bias_gelu);
 criterion_main!(benches);

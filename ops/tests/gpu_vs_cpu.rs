@@ -83,6 +83,7 @@ op_tests!(
     powf,
     tanh,
     gelu,
+    bias_gelu,
     sum,
     mean,
     max,
@@ -212,6 +213,33 @@ fn kernels_agree_past_tile_block_and_grid_edges() {
     );
     same_on_device("attention", &[q, k, v], |x| {
         x[0].attention(&x[1], &x[2], 0.25)
+    });
+    // Fused attention past its 32-row blocks and 16-row tiles, with n ≠ m and d ≠ e,
+    // and at ViT-S/16's head (197 tokens of width 64).
+    let (q, k, v) = (
+        random(&[3, 37, 8], 15),
+        random(&[3, 45, 8], 16),
+        random(&[3, 45, 24], 17),
+    );
+    same_on_device("attention n ≠ m, d ≠ e", &[q, k, v], |x| {
+        x[0].attention(&x[1], &x[2], 0.5)
+    });
+    let (q, k, v) = (
+        random(&[2, 197, 64], 18),
+        random(&[2, 197, 64], 19),
+        random(&[2, 197, 64], 20),
+    );
+    same_on_device("attention at ViT-S/16's head", &[q, k, v], |x| {
+        x[0].attention(&x[1], &x[2], 0.125)
+    });
+    // Heads too wide for the fused kernels' shared memory take the composition.
+    let (q, k, v) = (
+        random(&[2, 5, 160], 21),
+        random(&[2, 7, 160], 22),
+        random(&[2, 7, 160], 23),
+    );
+    same_on_device("attention wider than shared memory", &[q, k, v], |x| {
+        x[0].attention(&x[1], &x[2], 0.1)
     });
     let tokens = random(&[4, 65, 32], 14);
     same_on_device("index_select", &[tokens], |x| {

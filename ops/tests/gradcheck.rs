@@ -73,6 +73,7 @@ gradcheck_tests!(
     powf,
     tanh,
     gelu,
+    bias_gelu,
     sum,
     mean,
     max,

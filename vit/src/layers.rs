@@ -39,6 +39,14 @@ impl Linear {
         x.linear(&self.weight, self.bias.as_ref())
     }
 
+    /// `gelu(forward(x))`, the bias added inside the fused `bias_gelu` pass.
+    pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.bias {
+            Some(b) => x.linear(&self.weight, None)?.bias_gelu(b),
+            None => self.forward(x)?.gelu(),
+        }
+    }
+
     pub fn visit(&mut self, prefix: &str, f: &mut Visitor) {
         f(join(prefix, "weight"), &mut self.weight);
         if let Some(b) = &mut self.bias {
@@ -102,7 +110,7 @@ impl Block {
     /// `x: [B, T, D]` → `[B, T, D]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.add(&self.attention(&self.norm1.forward(x)?)?)?;
-        let hidden = self.fc1.forward(&self.norm2.forward(&x)?)?.gelu()?;
+        let hidden = self.fc1.forward_gelu(&self.norm2.forward(&x)?)?;
         x.add(&self.fc2.forward(&hidden)?)
     }
 

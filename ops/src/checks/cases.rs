@@ -139,6 +139,16 @@ fn linear(rng: &mut StdRng) -> Case {
     )
 }
 
+fn bias_gelu(rng: &mut StdRng) -> Case {
+    let lead = shape(rng, 0..=2, 4);
+    let n = rng.gen_range(1..=6);
+    let sx = [lead.as_slice(), &[n]].concat();
+    let inputs = vec![uniform(rng, &sx, -2.5, 2.5), uniform(rng, &[n], -1.0, 1.0)];
+    case(format!("x {sx:?}, b [{n}]"), inputs, |x| {
+        x[0].bias_gelu(&x[1])
+    })
+}
+
 fn normalization(rng: &mut StdRng, batch_norm: bool) -> Case {
     let lead = if batch_norm {
         vec![rng.gen_range(2..=6)]
@@ -354,6 +364,7 @@ pub(super) fn all() -> Vec<OpCheck> {
         check!("powf", |r| unary(r, |x| x.powf(2.5), 0.3, 3.0)),
         check!("tanh", |r| unary(r, Tensor::tanh, -2.0, 2.0)),
         check!("gelu", |r| unary(r, Tensor::gelu, -3.0, 3.0)),
+        check!("bias_gelu", bias_gelu),
         check!("sum", |r| reduction(
             r,
             "sum",

@@ -1,6 +1,6 @@
 //! Elementwise kernels: every unary function and every binary op with NumPy
-//! broadcasting, and the fused rules of their backward passes. One unit per
-//! output element.
+//! broadcasting, the fused rules of their backward passes, and the fused
+//! bias + GELU. One unit per output element.
 
 use cubecl::prelude::*;
 
@@ -69,6 +69,18 @@ fn normal_cdf<F: Float>(x: F) -> F {
     F::new(0.5) * (F::new(1.0) + F::erf(x * F::new(std::f32::consts::FRAC_1_SQRT_2)))
 }
 
+#[cube]
+fn gelu<F: Float>(x: F) -> F {
+    x * normal_cdf::<F>(x)
+}
+
+/// `gelu'(x) = Φ(x) + x·φ(x)`.
+#[cube]
+fn gelu_slope<F: Float>(x: F) -> F {
+    let pdf = F::new(0.398_942_3) * F::exp(F::new(-0.5) * x * x);
+    normal_cdf::<F>(x) + x * pdf
+}
+
 #[cube(launch)]
 fn unary_kernel<F: Float>(
     x: &Array<F>,
@@ -89,7 +101,7 @@ fn unary_kernel<F: Float>(
             Unary::Sqrt => F::sqrt(v),
             Unary::Rsqrt => F::recip(F::sqrt(v)),
             Unary::Tanh => F::tanh(v),
-            Unary::Gelu => v * normal_cdf::<F>(v),
+            Unary::Gelu => gelu::<F>(v),
             Unary::Powf => signed_pow::<F>(v, c, parity),
             Unary::AddScalar => v + c,
             Unary::MulScalar => v * c,
@@ -155,10 +167,7 @@ fn apply_binary<F: Float>(a: F, b: F, c: F, parity: u32, #[comptime] op: Binary)
         Binary::Sub => a - b,
         Binary::Mul => a * b,
         Binary::Div => a / b,
-        Binary::GeluGrad => {
-            let pdf = F::new(0.398_942_3) * F::exp(F::new(-0.5) * b * b);
-            a * (normal_cdf::<F>(b) + b * pdf)
-        }
+        Binary::GeluGrad => a * gelu_slope::<F>(b),
         Binary::SqrtGrad => a / (b + b),
         Binary::RsqrtGrad => -a * b * b * b * F::new(0.5),
         Binary::TanhGrad => a * (F::new(1.0) - b * b),
@@ -250,4 +259,65 @@ pub(crate) fn binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
         same_shape,
     ));
     tensor(out, &out_shape)
+}
+
+/// `gelu(x + b)`, or with `g` given, the gradient `g·gelu'(x + b)`; `b` is
+/// broadcast over rows of `cols`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn bias_gelu_kernel<F: Float>(
+    x: &Array<F>,
+    b: &Array<F>,
+    g: &Array<F>,
+    out: &mut Array<F>,
+    cols: u32,
+    n: u32,
+    #[comptime] gradient: bool,
+) {
+    let i = linear_index();
+    if i < n {
+        let z = x[i as usize] + b[(i % cols) as usize];
+        if gradient {
+            out[i as usize] = g[i as usize] * gelu_slope::<F>(z);
+        } else {
+            out[i as usize] = gelu::<F>(z);
+        }
+    }
+}
+
+fn launch_bias_gelu(x: &Tensor, b: &Tensor, g: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "bias_gelu";
+    let xb = first_buffer(OP, x)?;
+    let bb = buffer(OP, b, xb.device)?;
+    let gb = match g {
+        Some(g) => buffer(OP, g, xb.device)?,
+        None => xb,
+    };
+    let n = xb.len;
+    let out = alloc(xb, n);
+    if n > 0 {
+        on_runtime!(&xb.client, |client, R| bias_gelu_kernel::launch::<f32, R>(
+            client,
+            grid(n, BLOCK),
+            CubeDim::new_1d(BLOCK),
+            arg::<R>(&xb.handle, n),
+            arg::<R>(&bb.handle, bb.len),
+            arg::<R>(&gb.handle, gb.len),
+            arg::<R>(&out.handle, n),
+            bb.len as u32,
+            n as u32,
+            g.is_some(),
+        ));
+    }
+    tensor(out, x.shape())
+}
+
+/// `gelu(x + b)` with `b` broadcast over the last axis of `x`.
+pub(crate) fn bias_gelu(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    launch_bias_gelu(x, b, None)
+}
+
+/// The gradient of [`bias_gelu`] with respect to `x`, `g·gelu'(x + b)`.
+pub(crate) fn bias_gelu_backward(g: &Tensor, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    launch_bias_gelu(x, b, Some(g))
 }

@@ -15,10 +15,16 @@
 //! - `reduce`: sums and maxima along an axis, gathers and their adjoints;
 //! - `rows`: row-wise softmax, log-softmax, layer norm, L2 normalisation and
 //!   their backward passes, one cube per row with a shared-memory reduction;
+//! - `attention`: fused scaled dot-product attention, forward and backward,
+//!   that never writes the matrix of probabilities (FlashAttention-2's plan);
 //! - `matmul`: a batched tiled matrix product (64×64 tiles in shared memory,
 //!   4×4 outputs per unit), with either operand transposed by strides, and
 //!   its bf16 variant (operands packed two to a word, f32 accumulation).
 
+use crate::Tensor;
+
+#[cfg(feature = "gpu")]
+mod attention;
 #[cfg(feature = "gpu")]
 mod copy;
 #[cfg(feature = "gpu")]
@@ -36,7 +42,7 @@ mod runtime;
 pub use runtime::GpuBuffer;
 #[cfg(feature = "gpu")]
 pub(crate) use {
-    copy::*, elementwise::*, matmul::*, reduce::*, rows::*, runtime::download,
+    attention::*, copy::*, elementwise::*, matmul::*, reduce::*, rows::*, runtime::download,
     runtime::synchronize, runtime::upload,
 };
 
@@ -93,4 +99,27 @@ pub(crate) enum BinaryOp {
 pub(crate) enum Reduction {
     Sum,
     Max,
+}
+
+/// The dimensions of one fused attention launch: `batch` entries of `n`
+/// queries and `m` keys, query and key width `d`, value width `e`.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+pub(crate) struct AttentionDims {
+    pub batch: usize,
+    pub n: usize,
+    pub m: usize,
+    pub d: usize,
+    pub e: usize,
+}
+
+/// What the fused attention's backward kernels read from the forward pass.
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+pub(crate) struct AttentionSaved<'a> {
+    pub q: &'a Tensor,
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub out: &'a Tensor,
+    /// The log-sum-exp of each query's scaled scores, `[batch, n]`.
+    pub lse: &'a Tensor,
 }

@@ -8,11 +8,15 @@
 //! (`[.., n, m]`). Backward, with `dO` the output gradient:
 //! `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P∘(dP − rowsum(dP∘P))`,
 //! `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`.
+//!
+//! On a GPU the same rules run in the fused kernels of `gpu::attention`,
+//! which save each query's log-sum-exp instead of P and recompute P from it.
 
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{gemm, GemmElement, MatRef};
 use crate::error::shape_err;
+use crate::gpu::{self, AttentionDims, AttentionSaved};
 use crate::ops::softmax::softmax_row;
 use crate::{with_dtype, Error, Result, Tensor};
 
@@ -160,6 +164,44 @@ fn backward<T: GemmElement>(
     ])
 }
 
+/// Attention on a GPU: the fused kernels of [`gpu::attention`], saving the
+/// output and each query's log-sum-exp instead of the probabilities; where
+/// their shared memory exceeds the device's, the composition of recorded ops.
+/// The fused kernels compute in f32 whatever the [`crate::autocast`] setting.
+fn on_gpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: usize,
+    dims: Dims,
+    out_shape: &[usize],
+    scale: f64,
+) -> Result<Tensor> {
+    let Dims { n, m, d, e } = dims;
+    if !gpu::attention_fits(q, d, e) {
+        return q.matmul_nt(k)?.mul_scalar(scale)?.softmax()?.matmul(v);
+    }
+    let launch = AttentionDims { batch, n, m, d, e };
+    let (out, lse) = gpu::attention(q, k, v, launch, scale)?;
+    let out = out.reshaped_untracked(out_shape);
+    let (qs, ks, vs, os) = (q.detach(), k.detach(), v.detach(), out.detach());
+    crate::grad::record("attention", &[q, k, v], out, move |g| {
+        let saved = AttentionSaved {
+            q: &qs,
+            k: &ks,
+            v: &vs,
+            out: &os,
+            lse: &lse,
+        };
+        let (dq, dk, dv) = gpu::attention_backward(&saved, g, launch, scale)?;
+        Ok(vec![
+            Some(dq.reshaped_untracked(qs.shape())),
+            Some(dk.reshaped_untracked(ks.shape())),
+            Some(dv.reshaped_untracked(vs.shape())),
+        ])
+    })
+}
+
 impl Tensor {
     /// Fused `softmax(q·kᵀ·scale)·v`; `self` is q.
     pub fn attention(&self, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
@@ -191,13 +233,12 @@ impl Tensor {
             d: q.shape()[r - 1],
             e: v.shape()[r - 1],
         };
-        if q.is_on_gpu() {
-            // On a GPU, attention is its composition of recorded ops.
-            return q.matmul_nt(k)?.mul_scalar(scale)?.softmax()?.matmul(v);
-        }
         let batch: usize = lead.iter().product();
         let mut out_shape = lead.to_vec();
         out_shape.extend([dims.n, dims.e]);
+        if q.is_on_gpu() {
+            return on_gpu(q, k, v, batch, dims, &out_shape, scale);
+        }
         let mut probs_shape = lead.to_vec();
         probs_shape.extend([dims.n, dims.m]);
         let (out, probs) = with_dtype!(q.dtype(), T => {

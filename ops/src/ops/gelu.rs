@@ -7,26 +7,30 @@
 //! one f32 ulp); in f64 they are libm's.
 
 use crate::gpu::{BinaryOp, UnaryOp};
-use crate::{map_elements, zip_elements, Result, Tensor};
+use crate::{map_elements, zip_elements, Element, Result, Tensor};
 
 const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)
 const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
+/// `gelu(x) = ½x(1 + erf(x/√2))`.
+pub(crate) fn gelu_value<T: Element>(x: T) -> T {
+    T::from_f64(0.5) * x * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function())
+}
+
+/// `gelu'(x) = Φ(x) + x·φ(x)`.
+pub(crate) fn gelu_slope<T: Element>(x: T) -> T {
+    let cdf = T::from_f64(0.5) * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function());
+    let pdf = T::from_f64(INV_SQRT_2PI) * (-T::from_f64(0.5) * x * x).fast_exp();
+    cdf + x * pdf
+}
+
 impl Tensor {
     pub fn gelu(&self) -> Result<Tensor> {
-        let out = map_elements!(self, gpu: UnaryOp::Gelu, |x| {
-            let half = T::from_f64(0.5);
-            half * x * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function())
-        })?;
+        let out = map_elements!(self, gpu: UnaryOp::Gelu, |x| gelu_value(x))?;
         let x = self.detach();
         crate::grad::record("gelu", &[self], out, move |g| {
-            let dx = zip_elements!(g, &x, gpu: BinaryOp::GeluGrad, |g, x| {
-                let cdf = T::from_f64(0.5)
-                    * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function());
-                let pdf = T::from_f64(INV_SQRT_2PI) * (-T::from_f64(0.5) * x * x).fast_exp();
-                g * (cdf + x * pdf)
-            })?;
+            let dx = zip_elements!(g, &x, gpu: BinaryOp::GeluGrad, |g, x| g * gelu_slope(x))?;
             Ok(vec![Some(dx)])
         })
     }

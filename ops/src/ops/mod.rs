@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod batch_norm;
+pub mod bias_gelu;
 pub mod bicubic;
 pub mod binary;
 pub mod broadcast;

@@ -1,0 +1,466 @@
+//! Fused scaled dot-product attention on the GPU, forward and backward, in
+//! the manner of FlashAttention-2: the `n×m` matrix of probabilities is never
+//! written to memory.
+//!
+//! Shapes as in [`crate::ops::attention`]: `q: [b, n, d]`, `k: [b, m, d]`,
+//! `v: [b, m, e]`, all contiguous. Each cube owns [`ROWS`] rows (one unit
+//! each) of one batch entry and streams the other side through shared memory
+//! [`TILE`] rows at a time:
+//! - forward, a cube per block of queries: scores for a tile of keys, the
+//!   running maximum and sum of the online softmax, the output accumulated
+//!   in registers and rescaled when the maximum grows. It writes the output
+//!   and each row's log-sum-exp `L`, which is all the backward pass needs to
+//!   recompute a probability, `p = exp(s − L)`;
+//! - backward, two kernels so that no gradient needs atomic adds: a cube per
+//!   block of queries computes `D = rowsum(dO∘O)` and `dQ = scale·Σ_j dS·k_j`,
+//!   then a cube per block of keys computes `dV = Σ_i p·dO_i` and
+//!   `dK = scale·Σ_i dS·q_i`, with `dS = p·(dO·v − D)`.
+//!
+//! The head dimensions `d` and `e` are compile-time parameters, so the
+//! per-unit accumulators are register arrays; each unit's own row lives in
+//! shared memory, padded by one element so that the units of a warp read
+//! different banks. [`attention_fits`] says when the shared memory a launch needs is
+//! within the device's limit; otherwise the op falls back to its composition.
+
+use cubecl::prelude::*;
+
+use super::runtime::{
+    alloc, arg, buffer, cube_index, first_buffer, grid, on_runtime, tensor, Client, GpuBuffer,
+};
+use super::{AttentionDims, AttentionSaved};
+use crate::{Result, Tensor};
+
+/// Rows owned by a cube, one unit each.
+const ROWS: u32 = 32;
+/// Rows of the other side staged in shared memory per step.
+const TILE: u32 = 16;
+/// The running maximum before any score: WGSL has no infinity literal.
+const NO_SCORE: f32 = -3.0e38;
+
+/// Loads `count` rows of `width` starting at row `first` of a `[.., rows,
+/// width]` block into shared memory with a row stride of `stride`; rows past
+/// the end repeat the last one (their results are never written).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stage<F: Float>(
+    from: &Array<F>,
+    base: u32,
+    first: u32,
+    rows: u32,
+    to: &mut SharedMemory<F>,
+    #[comptime] count: u32,
+    #[comptime] width: u32,
+    #[comptime] stride: u32,
+) {
+    let mut at = UNIT_POS_X;
+    while at < count * width {
+        let r = at / width;
+        let c = at % width;
+        let row = min(first + r, rows - 1);
+        to[(r * stride + c) as usize] = from[(base + row * width + c) as usize];
+        at += CUBE_DIM_X;
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn attention_forward_kernel<F: Float>(
+    q: &Array<F>,
+    k: &Array<F>,
+    v: &Array<F>,
+    out: &mut Array<F>,
+    lse: &mut Array<F>,
+    n: u32,
+    m: u32,
+    blocks: u32,
+    batches: u32,
+    scale: f32,
+    #[comptime] d: u32,
+    #[comptime] e: u32,
+) {
+    let cube = cube_index();
+    let batch = cube / blocks;
+    if batch < batches {
+        let first = (cube % blocks) * ROWS;
+        let t = UNIT_POS_X;
+        let row = first + t;
+        let mut q_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
+        let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
+        let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
+        stage::<F>(q, batch * n * d, first, n, &mut q_own, ROWS, d, d + 1);
+        let scale = F::cast_from(scale);
+        let mut acc = Array::<F>::new(comptime!(e as usize));
+        #[unroll]
+        for c in 0..e {
+            acc[c as usize] = F::new(0.0);
+        }
+        let mut scores = Array::<F>::new(comptime!(TILE as usize));
+        let mut running_max = F::cast_from(NO_SCORE);
+        let mut running_sum = F::new(0.0);
+        let mut j0 = 0u32;
+        while j0 < m {
+            sync_cube();
+            stage::<F>(k, batch * m * d, j0, m, &mut k_tile, TILE, d, d);
+            stage::<F>(v, batch * m * e, j0, m, &mut v_tile, TILE, e, e);
+            sync_cube();
+            let mut tile_max = F::cast_from(NO_SCORE);
+            #[unroll]
+            for jj in 0..TILE {
+                let mut s = F::new(0.0);
+                #[unroll]
+                for c in 0..d {
+                    s += q_own[(t * (d + 1) + c) as usize] * k_tile[(jj * d + c) as usize];
+                }
+                s *= scale;
+                if j0 + jj >= m {
+                    s = F::cast_from(NO_SCORE);
+                }
+                scores[jj as usize] = s;
+                tile_max = max(tile_max, s);
+            }
+            let new_max = max(running_max, tile_max);
+            let rescale = F::exp(running_max - new_max);
+            running_sum *= rescale;
+            #[unroll]
+            for c in 0..e {
+                acc[c as usize] *= rescale;
+            }
+            #[unroll]
+            for jj in 0..TILE {
+                let mut p = F::exp(scores[jj as usize] - new_max);
+                if j0 + jj >= m {
+                    p = F::new(0.0);
+                }
+                running_sum += p;
+                #[unroll]
+                for c in 0..e {
+                    acc[c as usize] += p * v_tile[(jj * e + c) as usize];
+                }
+            }
+            running_max = new_max;
+            j0 += TILE;
+        }
+        if row < n {
+            let inv = F::recip(running_sum);
+            let at = (batch * n + row) * e;
+            #[unroll]
+            for c in 0..e {
+                out[(at + c) as usize] = acc[c as usize] * inv;
+            }
+            lse[(batch * n + row) as usize] = running_max + F::ln(running_sum);
+        }
+    }
+}
+
+/// `D = rowsum(dO∘O)` and `dQ`, a cube per block of query rows.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn attention_dq_kernel<F: Float>(
+    q: &Array<F>,
+    k: &Array<F>,
+    v: &Array<F>,
+    o: &Array<F>,
+    go: &Array<F>,
+    lse: &Array<F>,
+    dq: &mut Array<F>,
+    delta: &mut Array<F>,
+    n: u32,
+    m: u32,
+    blocks: u32,
+    batches: u32,
+    scale: f32,
+    #[comptime] d: u32,
+    #[comptime] e: u32,
+) {
+    let cube = cube_index();
+    let batch = cube / blocks;
+    if batch < batches {
+        let first = (cube % blocks) * ROWS;
+        let t = UNIT_POS_X;
+        let row = first + t;
+        let own = batch * n + min(row, n - 1);
+        let mut q_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
+        let mut go_own = SharedMemory::<F>::new(comptime!((ROWS * (e + 1)) as usize));
+        let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
+        let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
+        stage::<F>(q, batch * n * d, first, n, &mut q_own, ROWS, d, d + 1);
+        stage::<F>(go, batch * n * e, first, n, &mut go_own, ROWS, e, e + 1);
+        sync_cube();
+        let mut dot = F::new(0.0);
+        #[unroll]
+        for c in 0..e {
+            dot += go_own[(t * (e + 1) + c) as usize] * o[(own * e + c) as usize];
+        }
+        let log_sum = lse[own as usize];
+        let scale = F::cast_from(scale);
+        let mut acc = Array::<F>::new(comptime!(d as usize));
+        #[unroll]
+        for c in 0..d {
+            acc[c as usize] = F::new(0.0);
+        }
+        let mut j0 = 0u32;
+        while j0 < m {
+            sync_cube();
+            stage::<F>(k, batch * m * d, j0, m, &mut k_tile, TILE, d, d);
+            stage::<F>(v, batch * m * e, j0, m, &mut v_tile, TILE, e, e);
+            sync_cube();
+            let mut jj = 0u32;
+            while jj < min(TILE, m - j0) {
+                let mut s = F::new(0.0);
+                #[unroll]
+                for c in 0..d {
+                    s += q_own[(t * (d + 1) + c) as usize] * k_tile[(jj * d + c) as usize];
+                }
+                let p = F::exp(s * scale - log_sum);
+                let mut dp = F::new(0.0);
+                #[unroll]
+                for c in 0..e {
+                    dp += go_own[(t * (e + 1) + c) as usize] * v_tile[(jj * e + c) as usize];
+                }
+                let ds = p * (dp - dot);
+                #[unroll]
+                for c in 0..d {
+                    acc[c as usize] += ds * k_tile[(jj * d + c) as usize];
+                }
+                jj += 1u32;
+            }
+            j0 += TILE;
+        }
+        if row < n {
+            #[unroll]
+            for c in 0..d {
+                dq[(own * d + c) as usize] = acc[c as usize] * scale;
+            }
+            delta[own as usize] = dot;
+        }
+    }
+}
+
+/// `dK` and `dV`, a cube per block of key rows, after [`attention_dq_kernel`].
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn attention_dkv_kernel<F: Float>(
+    q: &Array<F>,
+    k: &Array<F>,
+    v: &Array<F>,
+    go: &Array<F>,
+    lse: &Array<F>,
+    delta: &Array<F>,
+    dk: &mut Array<F>,
+    dv: &mut Array<F>,
+    n: u32,
+    m: u32,
+    blocks: u32,
+    batches: u32,
+    scale: f32,
+    #[comptime] d: u32,
+    #[comptime] e: u32,
+) {
+    let cube = cube_index();
+    let batch = cube / blocks;
+    if batch < batches {
+        let first = (cube % blocks) * ROWS;
+        let t = UNIT_POS_X;
+        let row = first + t;
+        let mut k_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
+        let mut v_own = SharedMemory::<F>::new(comptime!((ROWS * (e + 1)) as usize));
+        let mut q_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
+        let mut go_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
+        let mut lse_tile = SharedMemory::<F>::new(comptime!(TILE as usize));
+        let mut delta_tile = SharedMemory::<F>::new(comptime!(TILE as usize));
+        stage::<F>(k, batch * m * d, first, m, &mut k_own, ROWS, d, d + 1);
+        stage::<F>(v, batch * m * e, first, m, &mut v_own, ROWS, e, e + 1);
+        let scale = F::cast_from(scale);
+        let mut acc_k = Array::<F>::new(comptime!(d as usize));
+        let mut acc_v = Array::<F>::new(comptime!(e as usize));
+        #[unroll]
+        for c in 0..d {
+            acc_k[c as usize] = F::new(0.0);
+        }
+        #[unroll]
+        for c in 0..e {
+            acc_v[c as usize] = F::new(0.0);
+        }
+        let mut i0 = 0u32;
+        while i0 < n {
+            sync_cube();
+            stage::<F>(q, batch * n * d, i0, n, &mut q_tile, TILE, d, d);
+            stage::<F>(go, batch * n * e, i0, n, &mut go_tile, TILE, e, e);
+            stage::<F>(lse, batch * n, i0, n, &mut lse_tile, TILE, 1u32, 1u32);
+            stage::<F>(delta, batch * n, i0, n, &mut delta_tile, TILE, 1u32, 1u32);
+            sync_cube();
+            let mut ii = 0u32;
+            while ii < min(TILE, n - i0) {
+                let mut s = F::new(0.0);
+                #[unroll]
+                for c in 0..d {
+                    s += q_tile[(ii * d + c) as usize] * k_own[(t * (d + 1) + c) as usize];
+                }
+                let p = F::exp(s * scale - lse_tile[ii as usize]);
+                let mut dp = F::new(0.0);
+                #[unroll]
+                for c in 0..e {
+                    dp += go_tile[(ii * e + c) as usize] * v_own[(t * (e + 1) + c) as usize];
+                }
+                let ds = p * (dp - delta_tile[ii as usize]);
+                #[unroll]
+                for c in 0..e {
+                    acc_v[c as usize] += p * go_tile[(ii * e + c) as usize];
+                }
+                #[unroll]
+                for c in 0..d {
+                    acc_k[c as usize] += ds * q_tile[(ii * d + c) as usize];
+                }
+                ii += 1u32;
+            }
+            i0 += TILE;
+        }
+        if row < m {
+            let at = batch * m + row;
+            #[unroll]
+            for c in 0..d {
+                dk[(at * d + c) as usize] = acc_k[c as usize] * scale;
+            }
+            #[unroll]
+            for c in 0..e {
+                dv[(at * e + c) as usize] = acc_v[c as usize];
+            }
+        }
+    }
+}
+
+/// Whether the fused kernels' shared memory for head dimensions `d` and `e`
+/// fits on the device of `q` (the key-side backward kernel needs the most).
+pub(crate) fn attention_fits(q: &Tensor, d: usize, e: usize) -> bool {
+    let Ok(qb) = first_buffer("attention", q) else {
+        return false;
+    };
+    let (rows, tile) = (ROWS as usize, TILE as usize);
+    let bytes = 4 * (rows * (d + 1) + rows * (e + 1) + tile * (d + e) + 2 * tile);
+    bytes <= max_shared_bytes(&qb.client)
+}
+
+fn max_shared_bytes(client: &Client) -> usize {
+    on_runtime!(client, |c, R| c
+        .properties()
+        .hardware
+        .max_shared_memory_size)
+}
+
+/// The output `[batch, n, e]` and the log-sum-exp of each query's scores `[batch, n]`.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dims: AttentionDims,
+    scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    let AttentionDims { batch, n, m, d, e } = dims;
+    let qb = first_buffer("attention", q)?;
+    let (kb, vb) = (
+        buffer("attention", k, qb.device)?,
+        buffer("attention", v, qb.device)?,
+    );
+    let out = alloc(qb, batch * n * e);
+    let lse = alloc(qb, batch * n);
+    let blocks = n.div_ceil(ROWS as usize);
+    if batch * n * m > 0 {
+        on_runtime!(&qb.client, |client, R| attention_forward_kernel::launch::<
+            f32,
+            R,
+        >(
+            client,
+            grid(batch * blocks, 1),
+            CubeDim::new_1d(ROWS),
+            arg::<R>(&qb.handle, qb.len),
+            arg::<R>(&kb.handle, kb.len),
+            arg::<R>(&vb.handle, vb.len),
+            arg::<R>(&out.handle, out.len),
+            arg::<R>(&lse.handle, lse.len),
+            n as u32,
+            m as u32,
+            blocks as u32,
+            batch as u32,
+            scale as f32,
+            d as u32,
+            e as u32,
+        ));
+    }
+    Ok((tensor(out, &[batch, n, e])?, tensor(lse, &[batch, n])?))
+}
+
+/// `(dQ, dK, dV)` from the output gradient `g`, shaped `[batch, rows, width]`.
+pub(crate) fn attention_backward(
+    saved: &AttentionSaved,
+    g: &Tensor,
+    dims: AttentionDims,
+    scale: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let AttentionDims { batch, n, m, d, e } = dims;
+    let gb = first_buffer("attention", g)?;
+    let on =
+        |t: &'_ Tensor| -> Result<GpuBuffer> { Ok(buffer("attention", t, gb.device)?.clone()) };
+    let (qb, kb, vb, ob, lb) = (
+        on(saved.q)?,
+        on(saved.k)?,
+        on(saved.v)?,
+        on(saved.out)?,
+        on(saved.lse)?,
+    );
+    let (dq, dk, dv) = (
+        alloc(gb, batch * n * d),
+        alloc(gb, batch * m * d),
+        alloc(gb, batch * m * e),
+    );
+    let delta = alloc(gb, batch * n);
+    let (q_blocks, k_blocks) = (n.div_ceil(ROWS as usize), m.div_ceil(ROWS as usize));
+    if batch * n * m > 0 {
+        on_runtime!(&gb.client, |client, R| {
+            attention_dq_kernel::launch::<f32, R>(
+                client,
+                grid(batch * q_blocks, 1),
+                CubeDim::new_1d(ROWS),
+                arg::<R>(&qb.handle, qb.len),
+                arg::<R>(&kb.handle, kb.len),
+                arg::<R>(&vb.handle, vb.len),
+                arg::<R>(&ob.handle, ob.len),
+                arg::<R>(&gb.handle, gb.len),
+                arg::<R>(&lb.handle, lb.len),
+                arg::<R>(&dq.handle, dq.len),
+                arg::<R>(&delta.handle, delta.len),
+                n as u32,
+                m as u32,
+                q_blocks as u32,
+                batch as u32,
+                scale as f32,
+                d as u32,
+                e as u32,
+            );
+            attention_dkv_kernel::launch::<f32, R>(
+                client,
+                grid(batch * k_blocks, 1),
+                CubeDim::new_1d(ROWS),
+                arg::<R>(&qb.handle, qb.len),
+                arg::<R>(&kb.handle, kb.len),
+                arg::<R>(&vb.handle, vb.len),
+                arg::<R>(&gb.handle, gb.len),
+                arg::<R>(&lb.handle, lb.len),
+                arg::<R>(&delta.handle, delta.len),
+                arg::<R>(&dk.handle, dk.len),
+                arg::<R>(&dv.handle, dv.len),
+                n as u32,
+                m as u32,
+                k_blocks as u32,
+                batch as u32,
+                scale as f32,
+                d as u32,
+                e as u32,
+            );
+        });
+    }
+    Ok((
+        tensor(dq, &[batch, n, d])?,
+        tensor(dk, &[batch, m, d])?,
+        tensor(dv, &[batch, m, e])?,
+    ))
+}
