@@ -17,9 +17,9 @@
 //!   `dK = scale·Σ_i dS·q_i`, with `dS = p·(dO·v − D)`.
 //!
 //! The head dimensions `d` and `e` are compile-time parameters, so the
-//! per-unit accumulators are register arrays; each unit's own row lives in
-//! shared memory, padded by one element so that the units of a warp read
-//! different banks. [`attention_fits`] says when the shared memory a launch needs is
+//! per-unit accumulators (and the forward pass's query) are register arrays;
+//! each unit's own rows otherwise live in shared memory, padded by one element
+//! so that the units of a warp read different banks. [`attention_fits`] says when the shared memory a launch needs is
 //! within the device's limit; otherwise the op falls back to its composition.
 
 use cubecl::prelude::*;
@@ -88,6 +88,14 @@ fn attention_forward_kernel<F: Float>(
         let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
         stage::<F>(q, batch * n * d, first, n, &mut q_own, ROWS, d, d + 1);
+        sync_cube();
+        // In registers, the query costs no shared-memory read in the score
+        // loop, whose key reads are broadcasts to the whole warp.
+        let mut q_row = Array::<F>::new(comptime!(d as usize));
+        #[unroll]
+        for c in 0..d {
+            q_row[c as usize] = q_own[(t * (d + 1) + c) as usize];
+        }
         let scale = F::cast_from(scale);
         let mut acc = Array::<F>::new(comptime!(e as usize));
         #[unroll]
@@ -109,7 +117,7 @@ fn attention_forward_kernel<F: Float>(
                 let mut s = F::new(0.0);
                 #[unroll]
                 for c in 0..d {
-                    s += q_own[(t * (d + 1) + c) as usize] * k_tile[(jj * d + c) as usize];
+                    s += q_row[c as usize] * k_tile[(jj * d + c) as usize];
                 }
                 s *= scale;
                 if j0 + jj >= m {
