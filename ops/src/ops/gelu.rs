@@ -14,11 +14,14 @@ const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
 /// `gelu(x) = ½x(1 + erf(x/√2))`.
+// Inlined into each element loop, or the loop makes a call per element and does not vectorise.
+#[inline(always)]
 pub(crate) fn gelu_value<T: Element>(x: T) -> T {
     T::from_f64(0.5) * x * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function())
 }
 
 /// `gelu'(x) = Φ(x) + x·φ(x)`.
+#[inline(always)]
 pub(crate) fn gelu_slope<T: Element>(x: T) -> T {
     let cdf = T::from_f64(0.5) * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function());
     let pdf = T::from_f64(INV_SQRT_2PI) * (-T::from_f64(0.5) * x * x).fast_exp();
