@@ -1,5 +1,6 @@
 //! The `msn` command line.
 
+mod bench;
 mod device;
 mod embed;
 mod eval;
@@ -39,6 +40,8 @@ enum Command {
     Eval(Box<eval::Args>),
     /// Write the features of every image of a data set, with labels, as safetensors.
     Embed(Box<embed::Args>),
+    /// Time the training step (images/s) of a preset on random views, on any device.
+    Bench(Box<bench::Args>),
     /// Draw the views with dropped patches, the CLS attention, and prototype usage.
     Viz(Box<viz::Args>),
 }
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Pretrain(args) => pretrain::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Embed(args) => embed::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Viz(args) => viz::run(*args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -298,3 +298,51 @@ fn viz_draws_views_and_attention() {
         "--images must be at least 1",
     );
 }
+
+#[test]
+fn bench_times_training_steps_on_random_views() {
+    let dir = scratch("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("bench.json");
+    let out = msn(&[
+        "bench",
+        "--batch-size",
+        "8",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("images/s") && text.contains("backward"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let steps = json["step_seconds"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{json}");
+    assert!(steps.iter().all(|s| s.as_f64().unwrap() > 0.0), "{json}");
+    let rate = json["images_per_s"].as_f64().unwrap();
+    let mut sorted: Vec<f64> = steps.iter().map(|s| s.as_f64().unwrap()).collect();
+    sorted.sort_by(f64::total_cmp);
+    assert!((rate - 8.0 / sorted[1]).abs() < 1e-9 * rate, "{json}");
+    assert!(json["phase_median_seconds"]["backward"].as_f64().unwrap() > 0.0);
+
+    assert_clean_error(
+        &msn(&["bench", "--steps", "0"]),
+        "--steps must be at least 1",
+    );
+    assert_clean_error(
+        &msn(&["bench", "--preset", "resnet"]),
+        "unknown preset `resnet`",
+    );
+    assert_clean_error(&msn(&["bench", "--batch-size", "1"]), "batch size 1");
+    assert_clean_error(
+        &msn(&["bench", "--precision", "bf16"]),
+        "--precision bf16 needs a GPU",
+    );
+}

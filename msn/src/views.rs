@@ -7,7 +7,7 @@ use std::time::Instant;
 use ops::Tensor;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{normalize_into, FloatImage, ViewAugment};
@@ -93,6 +93,41 @@ pub fn make_batch(set: &ImageSet, indices: &[usize], cfg: &ViewConfig, seed: u64
         keep: perm,
         focal,
         labels: indices.iter().map(|&i| set.labels[i]).collect(),
+        prep_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A batch of random views with the shapes `cfg` gives (`channels` per image):
+/// what `msn bench` trains on, so that a throughput figure measures the step
+/// and not the augmentation, as PyTorch's reference script does. The values
+/// are uniform with unit variance, the scale of normalised pixels; a kernel's
+/// cost does not depend on them.
+pub fn random_batch(cfg: &ViewConfig, channels: usize, batch: usize, seed: u64) -> Result<Batch> {
+    let start = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let half_width = 3.0f32.sqrt();
+    let mut views = |count: usize, size: usize| {
+        let data = (0..count * channels * size * size)
+            .map(|_| rng.gen_range(-half_width..half_width))
+            .collect();
+        Tensor::from_vec(data, &[count, channels, size, size])
+    };
+    let target = views(batch, cfg.target.size)?;
+    let anchor = views(batch, cfg.anchor.size)?;
+    let focal = match cfg.focal_views {
+        0 => None,
+        f => Some(views(f * batch, cfg.focal.size)?),
+    };
+    let grid = cfg.anchor.size / cfg.patch_size;
+    let mut keep: Vec<usize> = (0..grid * grid).collect();
+    keep.shuffle(&mut rng);
+    keep.truncate(kept_patches(grid, cfg.patch_drop));
+    Ok(Batch {
+        target,
+        anchor,
+        keep,
+        focal,
+        labels: vec![0; batch],
         prep_seconds: start.elapsed().as_secs_f64(),
     })
 }

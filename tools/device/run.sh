@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs on a lent NVIDIA machine, from the repository root, with .device carried
+# (built by tools/device/build.sh): the CUDA kernels against the CPU kernels,
+# training on the card against the CPU, the GPU benches, and MSN training
+# throughput beside PyTorch eager on the same card. Each part writes one log
+# under $OUT, which the device tool brings back.
+#
+#     bash tools/device/run.sh tests         # every op's kernel + the training tests (~3 min)
+#     bash tools/device/run.sh bench         # matmul TFLOP/s, fused attention, bias+GELU
+#     bash tools/device/run.sh throughput    # msn bench vs tools/reference/msn_throughput.py
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${OUT:-/tmp/msn-device}"
+mkdir -p "$out"
+bin=/tmp/msn-device-bin/bin
+if [ ! -x "$bin/msn" ]; then
+    mkdir -p "$(dirname "$bin")" && tar -xzf .device/programs.tar.gz -C "$(dirname "$bin")" || exit 1
+fi
+export MSN_FASHION_MNIST="$PWD/data/fashion-mnist" MSN_TEST_DEVICE=cuda MSN_BENCH_DEVICE=cuda
+export PYTHONUNBUFFERED=1
+
+# Runs a command, its output to the terminal and to $OUT/PART.log.
+logged() { # logged PART COMMAND...
+    local part=$1
+    shift
+    echo "== $*" | tee -a "$out/$part.log"
+    "$@" 2>&1 | tee -a "$out/$part.log"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+for part in "${@:-tests}"; do
+    case "$part" in
+    tests)
+        logged tests "$bin/gpu_vs_cpu" --test-threads 1
+        logged tests "$bin/device" --test-threads 1
+        # The preset's own width too, which lavapipe is too slow for.
+        MSN_DEVICE_TEST_FULL=1 logged tests "$bin/device" --test-threads 1
+        ;;
+    bench)
+        logged bench "$bin/gpu_bench" --bench --warm-up-time 1 --measurement-time 3
+        ;;
+    throughput)
+        for precision in f32 bf16; do
+            logged throughput "$bin/msn" bench --preset msn-vit-small-16 --batch-size 64 \
+                --device cuda --precision "$precision" --steps 10 --warmup 3
+            flag=""
+            if [ "$precision" = bf16 ]; then flag=--bf16; fi
+            (cd tools/reference && logged throughput python3 msn_throughput.py \
+                --preset msn-vit-small-16 --batch 64 --device cuda --steps 10 --warmup 3 $flag)
+        done
+        ;;
+    *)
+        echo "unknown part $part: expected tests, bench or throughput" >&2
+        exit 2
+        ;;
+    esac
+done
