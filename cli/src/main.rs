@@ -1,5 +1,6 @@
 //! The `msn` command line.
 
+mod allocator;
 mod bench;
 mod device;
 mod embed;
@@ -12,12 +13,6 @@ mod viz;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// Training allocates and frees tensors of tens of megabytes every step; the
-/// system allocator hands such blocks back to the kernel each time, and the
-/// page faults that follow cost more than some kernels. mimalloc keeps them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gradcheck(args) => gradcheck::run(args),
