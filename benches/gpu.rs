@@ -62,13 +62,9 @@ fn matmul(c: &mut Criterion) {
             group.bench_function(id, |bench| {
                 bench.iter_custom(|iters| {
                     let _precision = autocast(precision);
-                    device.synchronize().unwrap();
-                    let start = Instant::now();
-                    for _ in 0..iters {
+                    timed(device, iters, || {
                         black_box(a.matmul(&b).unwrap());
-                    }
-                    device.synchronize().unwrap();
-                    start.elapsed()
+                    })
                 })
             });
         }
@@ -99,6 +95,44 @@ fn pass(inputs: &[Tensor], backward: bool, f: impl Fn(&[Tensor]) -> Tensor) {
     }
 }
 
+/// Benchmarks a fused op beside the composition of ops it replaces, each
+/// forward alone and forward with backward, on the same inputs.
+fn fused_against_composed(
+    c: &mut Criterion,
+    group: String,
+    throughput: Throughput,
+    inputs: &[Tensor],
+    fused: impl Fn(&[Tensor]) -> Tensor,
+    (composed_name, composed): (&str, impl Fn(&[Tensor]) -> Tensor),
+) {
+    let device = inputs[0].device();
+    let shape = inputs[0]
+        .shape()
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("x");
+    let mut group = c.benchmark_group(group);
+    group.sample_size(10);
+    group.throughput(throughput);
+    for backward in [false, true] {
+        let which = if backward {
+            "forward+backward"
+        } else {
+            "forward"
+        };
+        for (name, f) in [
+            ("fused", &fused as &dyn Fn(&[Tensor]) -> Tensor),
+            (composed_name, &composed),
+        ] {
+            group.bench_function(BenchmarkId::new(format!("{name} {which}"), &shape), |b| {
+                b.iter_custom(|iters| timed(device, iters, || pass(inputs, backward, f)))
+            });
+        }
+    }
+    group.finish();
+}
+
 fn attention(c: &mut Criterion) {
     let Some(device) = device() else { return };
     let quick = std::env::var("MSN_BENCH_QUICK").is_ok();
@@ -107,37 +141,17 @@ fn attention(c: &mut Criterion) {
     let (t, d) = (197, 64);
     let qkv: Vec<Tensor> = (0..3).map(|_| tensor(&[heads, t, d], device)).collect();
     let scale = (d as f64).powf(-0.5);
-    let mut group = c.benchmark_group(format!("attention on {device}"));
-    group.sample_size(10);
-    group.throughput(Throughput::Elements((4 * heads * t * t * d) as u64));
-    for backward in [false, true] {
-        let which = if backward {
-            "forward+backward"
-        } else {
-            "forward"
-        };
-        let shape = format!("{heads}x{t}x{d}");
-        group.bench_function(BenchmarkId::new(format!("fused {which}"), &shape), |b| {
-            b.iter_custom(|iters| {
-                timed(device, iters, || {
-                    pass(&qkv, backward, |x| {
-                        x[0].attention(&x[1], &x[2], scale).unwrap()
-                    })
-                })
-            })
-        });
-        group.bench_function(BenchmarkId::new(format!("composed {which}"), &shape), |b| {
-            b.iter_custom(|iters| {
-                timed(device, iters, || {
-                    pass(&qkv, backward, |x| {
-                        let p = x[0].matmul_nt(&x[1]).unwrap().mul_scalar(scale).unwrap();
-                        p.softmax().unwrap().matmul(&x[2]).unwrap()
-                    })
-                })
-            })
-        });
-    }
-    group.finish();
+    fused_against_composed(
+        c,
+        format!("attention on {device}"),
+        Throughput::Elements((4 * heads * t * t * d) as u64),
+        &qkv,
+        |x| x[0].attention(&x[1], &x[2], scale).unwrap(),
+        ("composed", |x: &[Tensor]| {
+            let p = x[0].matmul_nt(&x[1]).unwrap().mul_scalar(scale).unwrap();
+            p.softmax().unwrap().matmul(&x[2]).unwrap()
+        }),
+    );
 }
 
 fn bias_gelu(c: &mut Criterion) {
@@ -145,38 +159,16 @@ fn bias_gelu(c: &mut Criterion) {
     let quick = std::env::var("MSN_BENCH_QUICK").is_ok();
     // The MLP's hidden layer: 64 × 197 tokens of width 1536.
     let (rows, width) = (if quick { 256 } else { 64 * 197 }, 1536);
-    let inputs = [tensor(&[rows, width], device), tensor(&[width], device)];
-    let mut group = c.benchmark_group(format!("bias_gelu on {device}"));
-    group.sample_size(10);
-    group.throughput(Throughput::Bytes((rows * width * 8) as u64));
-    for backward in [false, true] {
-        let which = if backward {
-            "forward+backward"
-        } else {
-            "forward"
-        };
-        let shape = format!("{rows}x{width}");
-        group.bench_function(BenchmarkId::new(format!("fused {which}"), &shape), |b| {
-            b.iter_custom(|iters| {
-                timed(device, iters, || {
-                    pass(&inputs, backward, |x| x[0].bias_gelu(&x[1]).unwrap())
-                })
-            })
-        });
-        group.bench_function(
-            BenchmarkId::new(format!("add then gelu {which}"), &shape),
-            |b| {
-                b.iter_custom(|iters| {
-                    timed(device, iters, || {
-                        pass(&inputs, backward, |x| {
-                            x[0].add(&x[1]).unwrap().gelu().unwrap()
-                        })
-                    })
-                })
-            },
-        );
-    }
-    group.finish();
+    fused_against_composed(
+        c,
+        format!("bias_gelu on {device}"),
+        Throughput::Bytes((rows * width * 8) as u64),
+        &[tensor(&[rows, width], device), tensor(&[width], device)],
+        |x| x[0].bias_gelu(&x[1]).unwrap(),
+        ("add then gelu", |x: &[Tensor]| {
+            x[0].add(&x[1]).unwrap().gelu().unwrap()
+        }),
+    );
 }
 
 criterion_group!(benches, matmul, attention, bias_gelu);

@@ -55,21 +55,14 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-const PHASES: [&str; 5] = [
-    "anchor_forward",
-    "target_forward",
-    "loss",
-    "backward",
-    "optimizer",
-];
-
-fn phase_seconds(t: &StepTiming) -> [f64; 5] {
+/// The parts of a step that [`StepTiming`] times, by name.
+fn phases(t: &StepTiming) -> [(&'static str, f64); 5] {
     [
-        t.anchor_forward,
-        t.target_forward,
-        t.loss,
-        t.backward,
-        t.optimizer,
+        ("anchor_forward", t.anchor_forward),
+        ("target_forward", t.target_forward),
+        ("loss", t.loss),
+        ("backward", t.backward),
+        ("optimizer", t.optimizer),
     ]
 }
 
@@ -147,12 +140,10 @@ pub fn run(args: Args) -> Result<()> {
         images_per_s.iter().cloned().fold(0.0, f64::max),
         1e3 * step_s
     );
-    let phase_medians: Vec<(&str, f64)> = PHASES
-        .iter()
-        .enumerate()
-        .map(|(i, &name)| {
-            let each: Vec<f64> = timings.iter().map(|t| phase_seconds(t)[i]).collect();
-            (name, median(&each))
+    let phase_medians: Vec<(&str, f64)> = (0..5)
+        .map(|i| {
+            let each: Vec<f64> = timings.iter().map(|t| phases(t)[i].1).collect();
+            (phases(&timings[0])[i].0, median(&each))
         })
         .collect();
     let breakdown: Vec<String> = phase_medians

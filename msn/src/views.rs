@@ -62,6 +62,16 @@ fn stack(views: &[FloatImage], mean: &[f32], std: &[f32]) -> Result<Tensor> {
     )?)
 }
 
+/// The anchor view's surviving patch indices: a random permutation of its
+/// grid, cut to [`kept_patches`] (one draw shared by the whole batch).
+fn anchor_keep(cfg: &ViewConfig, rng: &mut StdRng) -> Vec<usize> {
+    let grid = cfg.anchor.size / cfg.patch_size;
+    let mut keep: Vec<usize> = (0..grid * grid).collect();
+    keep.shuffle(rng);
+    keep.truncate(kept_patches(grid, cfg.patch_drop));
+    keep
+}
+
 /// Builds the views of the images at `indices`; `seed` fixes every random choice.
 pub fn make_batch(set: &ImageSet, indices: &[usize], cfg: &ViewConfig, seed: u64) -> Result<Batch> {
     let start = Instant::now();
@@ -77,10 +87,7 @@ pub fn make_batch(set: &ImageSet, indices: &[usize], cfg: &ViewConfig, seed: u64
             view.push(cfg.focal.apply(&img, &mut rng));
         }
     }
-    let grid = cfg.anchor.size / cfg.patch_size;
-    let mut perm: Vec<usize> = (0..grid * grid).collect();
-    perm.shuffle(&mut rng);
-    perm.truncate(kept_patches(grid, cfg.patch_drop));
+    let keep = anchor_keep(cfg, &mut rng);
     let focal = if cfg.focal_views > 0 {
         let all: Vec<FloatImage> = focal.into_iter().flatten().collect();
         Some(stack(&all, &cfg.mean, &cfg.std)?)
@@ -90,7 +97,7 @@ pub fn make_batch(set: &ImageSet, indices: &[usize], cfg: &ViewConfig, seed: u64
     Ok(Batch {
         target: stack(&target, &cfg.mean, &cfg.std)?,
         anchor: stack(&anchor, &cfg.mean, &cfg.std)?,
-        keep: perm,
+        keep,
         focal,
         labels: indices.iter().map(|&i| set.labels[i]).collect(),
         prep_seconds: start.elapsed().as_secs_f64(),
@@ -118,10 +125,7 @@ pub fn random_batch(cfg: &ViewConfig, channels: usize, batch: usize, seed: u64) 
         0 => None,
         f => Some(views(f * batch, cfg.focal.size)?),
     };
-    let grid = cfg.anchor.size / cfg.patch_size;
-    let mut keep: Vec<usize> = (0..grid * grid).collect();
-    keep.shuffle(&mut rng);
-    keep.truncate(kept_patches(grid, cfg.patch_drop));
+    let keep = anchor_keep(cfg, &mut rng);
     Ok(Batch {
         target,
         anchor,

@@ -25,7 +25,7 @@
 use cubecl::prelude::*;
 
 use super::runtime::{
-    alloc, arg, buffer, cube_index, first_buffer, grid, on_runtime, tensor, Client, GpuBuffer,
+    alloc, buffer, cube_index, first_buffer, grid, on_runtime, tensor, Client, GpuBuffer,
 };
 use super::{AttentionDims, AttentionSaved};
 use crate::{Result, Tensor};
@@ -60,6 +60,23 @@ fn stage<F: Float>(
         to[(r * stride + c) as usize] = from[(base + row * width + c) as usize];
         at += CUBE_DIM_X;
     }
+}
+
+/// `Σ_c a[a_at + c]·b[b_at + c]` over `len` columns of two staged rows.
+#[cube]
+fn dot<F: Float>(
+    a: &SharedMemory<F>,
+    a_at: u32,
+    b: &SharedMemory<F>,
+    b_at: u32,
+    #[comptime] len: u32,
+) -> F {
+    let mut sum = F::new(0.0);
+    #[unroll]
+    for c in 0..len {
+        sum += a[(a_at + c) as usize] * b[(b_at + c) as usize];
+    }
+    sum
 }
 
 #[cube(launch)]
@@ -194,10 +211,10 @@ fn attention_dq_kernel<F: Float>(
         stage::<F>(q, batch * n * d, first, n, &mut q_own, ROWS, d, d + 1);
         stage::<F>(go, batch * n * e, first, n, &mut go_own, ROWS, e, e + 1);
         sync_cube();
-        let mut dot = F::new(0.0);
+        let mut delta_own = F::new(0.0);
         #[unroll]
         for c in 0..e {
-            dot += go_own[(t * (e + 1) + c) as usize] * o[(own * e + c) as usize];
+            delta_own += go_own[(t * (e + 1) + c) as usize] * o[(own * e + c) as usize];
         }
         let log_sum = lse[own as usize];
         let scale = F::cast_from(scale);
@@ -214,18 +231,10 @@ fn attention_dq_kernel<F: Float>(
             sync_cube();
             let mut jj = 0u32;
             while jj < min(TILE, m - j0) {
-                let mut s = F::new(0.0);
-                #[unroll]
-                for c in 0..d {
-                    s += q_own[(t * (d + 1) + c) as usize] * k_tile[(jj * d + c) as usize];
-                }
+                let s = dot::<F>(&q_own, t * (d + 1), &k_tile, jj * d, d);
                 let p = F::exp(s * scale - log_sum);
-                let mut dp = F::new(0.0);
-                #[unroll]
-                for c in 0..e {
-                    dp += go_own[(t * (e + 1) + c) as usize] * v_tile[(jj * e + c) as usize];
-                }
-                let ds = p * (dp - dot);
+                let dp = dot::<F>(&go_own, t * (e + 1), &v_tile, jj * e, e);
+                let ds = p * (dp - delta_own);
                 #[unroll]
                 for c in 0..d {
                     acc[c as usize] += ds * k_tile[(jj * d + c) as usize];
@@ -239,7 +248,7 @@ fn attention_dq_kernel<F: Float>(
             for c in 0..d {
                 dq[(own * d + c) as usize] = acc[c as usize] * scale;
             }
-            delta[own as usize] = dot;
+            delta[own as usize] = delta_own;
         }
     }
 }
@@ -299,17 +308,9 @@ fn attention_dkv_kernel<F: Float>(
             sync_cube();
             let mut ii = 0u32;
             while ii < min(TILE, n - i0) {
-                let mut s = F::new(0.0);
-                #[unroll]
-                for c in 0..d {
-                    s += q_tile[(ii * d + c) as usize] * k_own[(t * (d + 1) + c) as usize];
-                }
+                let s = dot::<F>(&q_tile, ii * d, &k_own, t * (d + 1), d);
                 let p = F::exp(s * scale - lse_tile[ii as usize]);
-                let mut dp = F::new(0.0);
-                #[unroll]
-                for c in 0..e {
-                    dp += go_tile[(ii * e + c) as usize] * v_own[(t * (e + 1) + c) as usize];
-                }
+                let dp = dot::<F>(&go_tile, ii * e, &v_own, t * (e + 1), e);
                 let ds = p * (dp - delta_tile[ii as usize]);
                 #[unroll]
                 for c in 0..e {
@@ -380,11 +381,11 @@ pub(crate) fn attention(
             client,
             grid(batch * blocks, 1),
             CubeDim::new_1d(ROWS),
-            arg::<R>(&qb.handle, qb.len),
-            arg::<R>(&kb.handle, kb.len),
-            arg::<R>(&vb.handle, vb.len),
-            arg::<R>(&out.handle, out.len),
-            arg::<R>(&lse.handle, lse.len),
+            qb.arg::<R>(),
+            kb.arg::<R>(),
+            vb.arg::<R>(),
+            out.arg::<R>(),
+            lse.arg::<R>(),
             n as u32,
             m as u32,
             blocks as u32,
@@ -428,14 +429,14 @@ pub(crate) fn attention_backward(
                 client,
                 grid(batch * q_blocks, 1),
                 CubeDim::new_1d(ROWS),
-                arg::<R>(&qb.handle, qb.len),
-                arg::<R>(&kb.handle, kb.len),
-                arg::<R>(&vb.handle, vb.len),
-                arg::<R>(&ob.handle, ob.len),
-                arg::<R>(&gb.handle, gb.len),
-                arg::<R>(&lb.handle, lb.len),
-                arg::<R>(&dq.handle, dq.len),
-                arg::<R>(&delta.handle, delta.len),
+                qb.arg::<R>(),
+                kb.arg::<R>(),
+                vb.arg::<R>(),
+                ob.arg::<R>(),
+                gb.arg::<R>(),
+                lb.arg::<R>(),
+                dq.arg::<R>(),
+                delta.arg::<R>(),
                 n as u32,
                 m as u32,
                 q_blocks as u32,
@@ -448,14 +449,14 @@ pub(crate) fn attention_backward(
                 client,
                 grid(batch * k_blocks, 1),
                 CubeDim::new_1d(ROWS),
-                arg::<R>(&qb.handle, qb.len),
-                arg::<R>(&kb.handle, kb.len),
-                arg::<R>(&vb.handle, vb.len),
-                arg::<R>(&gb.handle, gb.len),
-                arg::<R>(&lb.handle, lb.len),
-                arg::<R>(&delta.handle, delta.len),
-                arg::<R>(&dk.handle, dk.len),
-                arg::<R>(&dv.handle, dv.len),
+                qb.arg::<R>(),
+                kb.arg::<R>(),
+                vb.arg::<R>(),
+                gb.arg::<R>(),
+                lb.arg::<R>(),
+                delta.arg::<R>(),
+                dk.arg::<R>(),
+                dv.arg::<R>(),
                 n as u32,
                 m as u32,
                 k_blocks as u32,

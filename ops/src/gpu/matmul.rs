@@ -11,8 +11,8 @@
 use cubecl::prelude::*;
 
 use super::runtime::{
-    alloc, arg, buffer, first_buffer, grid, linear_index, mixed_devices, on_runtime, tensor,
-    GpuBuffer, BLOCK,
+    alloc, buffer, first_buffer, grid, linear_index, mixed_devices, on_runtime, tensor, GpuBuffer,
+    BLOCK,
 };
 use crate::{Result, Tensor};
 
@@ -166,8 +166,8 @@ pub(crate) fn pack_bf16(t: &Tensor) -> Result<PackedBf16> {
             client,
             grid(words.len, BLOCK),
             CubeDim::new_1d(BLOCK),
-            arg::<R>(&tb.handle, tb.len),
-            arg::<R>(&words.handle, words.len),
+            tb.arg::<R>(),
+            words.arg::<R>(),
             tb.len as u32,
         ));
     }
@@ -225,9 +225,9 @@ fn launch(
             client,
             count,
             CubeDim::new_2d(16, 16),
-            arg::<R>(&ab.handle, ab.len),
-            arg::<R>(&bb.handle, bb.len),
-            arg::<R>(&out.handle, batch * m * n),
+            ab.arg::<R>(),
+            bb.arg::<R>(),
+            out.arg::<R>(),
             m as u32,
             n as u32,
             k as u32,

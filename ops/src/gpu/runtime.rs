@@ -242,7 +242,14 @@ pub(crate) fn cube_index() -> u32 {
     CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X
 }
 
-/// An array argument over a whole buffer.
+impl GpuBuffer {
+    /// This buffer as a kernel's array argument.
+    pub(crate) fn arg<R: Runtime>(&self) -> ArrayArg<R> {
+        arg::<R>(&self.handle, self.len)
+    }
+}
+
+/// An array argument over a whole buffer of `len` elements.
 pub(crate) fn arg<R: Runtime>(handle: &Handle, len: usize) -> ArrayArg<R> {
     // SAFETY: every buffer is allocated with `len.max(1)` elements, and the
     // kernels bound their accesses by the lengths they are given.
