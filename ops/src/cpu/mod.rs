@@ -3,6 +3,9 @@
 
 pub mod fast_math;
 pub mod gemm;
+mod simd;
+
+pub use simd::vectorised;
 
 use rayon::prelude::*;
 
@@ -23,6 +26,7 @@ pub fn map<T: Element, U: Element>(x: &[T], f: impl Fn(T) -> U + Sync + Send) ->
             *o = f(v);
         }
     };
+    let body = |chunk| vectorised(|| body(chunk));
     if x.len() >= PARALLEL_MIN_ELEMENTS {
         out.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(x.par_chunks(ELEMENTWISE_CHUNK))
@@ -46,6 +50,7 @@ pub fn zip_map<T: Element, U: Element>(
             *o = f(x, y);
         }
     };
+    let body = |chunk| vectorised(|| body(chunk));
     if a.len() >= PARALLEL_MIN_ELEMENTS {
         out.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(a.par_chunks(ELEMENTWISE_CHUNK))
@@ -72,11 +77,11 @@ pub fn for_each_row<T: Element>(
         out.par_chunks_mut(row_len)
             .with_min_len(rows_per_task)
             .enumerate()
-            .for_each(|(r, row)| f(r, row));
+            .for_each(|(r, row)| vectorised(|| f(r, row)));
     } else {
         out.chunks_mut(row_len)
             .enumerate()
-            .for_each(|(r, row)| f(r, row));
+            .for_each(|(r, row)| vectorised(|| f(r, row)));
     }
 }
 

@@ -59,10 +59,12 @@ fn forward<T: GemmElement>(
                 &mut scores,
                 false,
             );
-            for (s_row, p_row) in scores.chunks_exact_mut(m).zip(p.chunks_exact_mut(m)) {
-                s_row.iter_mut().for_each(|s| *s *= scale);
-                softmax_row(s_row, p_row, false);
-            }
+            crate::cpu::vectorised(|| {
+                for (s_row, p_row) in scores.chunks_exact_mut(m).zip(p.chunks_exact_mut(m)) {
+                    s_row.iter_mut().for_each(|s| *s *= scale);
+                    softmax_row(s_row, p_row, false);
+                }
+            });
             gemm(
                 n,
                 e,
@@ -132,12 +134,14 @@ fn backward<T: GemmElement>(
                 &mut ds,
                 false,
             );
-            for (ds_row, p_row) in ds.chunks_exact_mut(m).zip(pb.chunks_exact(m)) {
-                let dot: T = ds_row.iter().zip(p_row).map(|(&a, &b)| a * b).sum();
-                for (x, &pi) in ds_row.iter_mut().zip(p_row) {
-                    *x = pi * (*x - dot) * scale;
+            crate::cpu::vectorised(|| {
+                for (ds_row, p_row) in ds.chunks_exact_mut(m).zip(pb.chunks_exact(m)) {
+                    let dot: T = ds_row.iter().zip(p_row).map(|(&a, &b)| a * b).sum();
+                    for (x, &pi) in ds_row.iter_mut().zip(p_row) {
+                        *x = pi * (*x - dot) * scale;
+                    }
                 }
-            }
+            });
             gemm(
                 n,
                 d,

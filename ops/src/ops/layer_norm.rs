@@ -52,14 +52,16 @@ fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Te
         .into_par_iter()
         .map(|b| {
             let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
-            for r in b * block..((b + 1) * block).min(rows) {
-                let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
-                for j in 0..d {
-                    let gj = gv[r * d + j];
-                    dw[j] += gj * (x[r * d + j] - mean) * rstd;
-                    db[j] += gj;
+            crate::cpu::vectorised(|| {
+                for r in b * block..((b + 1) * block).min(rows) {
+                    let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
+                    for j in 0..d {
+                        let gj = gv[r * d + j];
+                        dw[j] += gj * (x[r * d + j] - mean) * rstd;
+                        db[j] += gj;
+                    }
                 }
-            }
+            });
             (dw, db)
         })
         .collect();
@@ -129,7 +131,7 @@ impl Tensor {
                     .zip(stats.par_iter_mut())
                     .enumerate()
                     .with_min_len(64)
-                    .for_each(|(r, (row, st))| *st = compute(r, row));
+                    .for_each(|(r, (row, st))| *st = crate::cpu::vectorised(|| compute(r, row)));
             }
             let (mean, rstd): (Vec<f64>, Vec<f64>) = stats.into_iter().unzip();
             (Tensor::from_vec(out, self.shape())?, mean, rstd)

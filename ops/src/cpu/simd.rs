@@ -1,0 +1,75 @@
+//! Run-time choice of the vector width for the element and row loops.
+//!
+//! Rust compiles for the x86-64 baseline (SSE2, 4 f32 lanes) unless told
+//! otherwise, and a binary built with `-C target-cpu=native` would not run on
+//! an older machine. So, as the gemm does for its micro-kernels, the hot loops
+//! are compiled a second time inside a function that enables AVX2 and FMA, and
+//! that copy is taken when the CPU has them: the loop body (a closure, inlined
+//! into the wrapper) is then vectorised 8 lanes wide.
+//!
+//! The arithmetic is the same in both copies: Rust never fuses `a * b + c`
+//! into an FMA on its own, so results do not depend on the machine.
+
+use std::sync::OnceLock;
+
+fn has_avx2() -> bool {
+    static AVX2: OnceLock<bool> = OnceLock::new();
+    *AVX2.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::env::var_os("MSN_GEMM_PORTABLE").is_none()
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Runs `body`, compiled for AVX2 when this CPU has it. Meant for a loop over
+/// slices whose element function is `#[inline(always)]`: anything `body`
+/// calls out of line runs at the baseline width.
+#[inline(always)]
+pub fn vectorised<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { with_avx2(body) };
+    }
+    body()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claim above: the AVX2 copy of a loop gives the same bits as the
+    /// baseline one (here GELU and softmax, whose `exp` and `erf` are the
+    /// polynomial ones of `fast_math`).
+    #[test]
+    fn both_widths_give_the_same_bits() {
+        let xs: Vec<f32> = (-4000..4000).map(|i| i as f32 * 2.7e-3).collect();
+        let work = || {
+            let mut out: Vec<f32> = xs.iter().map(|&x| crate::ops::gelu::gelu_value(x)).collect();
+            let mut probs = vec![0.0f32; xs.len()];
+            crate::ops::softmax::softmax_row(&xs, &mut probs, false);
+            out.extend(probs);
+            out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        let baseline = work();
+        assert_eq!(vectorised(work), baseline);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: AVX2 and FMA were detected.
+            assert_eq!(unsafe { with_avx2(work) }, baseline);
+        }
+    }
+}
