@@ -58,7 +58,10 @@ mod tests {
     fn both_widths_give_the_same_bits() {
         let xs: Vec<f32> = (-4000..4000).map(|i| i as f32 * 2.7e-3).collect();
         let work = || {
-            let mut out: Vec<f32> = xs.iter().map(|&x| crate::ops::gelu::gelu_value(x)).collect();
+            let mut out: Vec<f32> = xs
+                .iter()
+                .map(|&x| crate::ops::gelu::gelu_value(x))
+                .collect();
             let mut probs = vec![0.0f32; xs.len()];
             crate::ops::softmax::softmax_row(&xs, &mut probs, false);
             out.extend(probs);
