@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::scratch::{Role, Scratch, ScratchElement};
 use crate::Element;
 
 const KC: usize = 256;
@@ -192,7 +193,7 @@ impl MicroKernel<f32> for Avx2F32 {
 }
 
 /// Element types the multiply is tuned for; picks the micro-kernel per ISA.
-pub trait GemmElement: Element {
+pub trait GemmElement: ScratchElement {
     fn gemm_dispatch(
         m: usize,
         n: usize,
@@ -268,7 +269,7 @@ pub fn gemm<T: GemmElement>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn blocked<T: Element, K: MicroKernel<T>>(
+fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     isa: Isa,
     m: usize,
     n: usize,
@@ -280,7 +281,7 @@ fn blocked<T: Element, K: MicroKernel<T>>(
 ) {
     let nr = K::NR;
     let n_panels = n.div_ceil(nr);
-    let mut packed_b = vec![T::zero(); n_panels * KC * nr];
+    let mut packed_b = Scratch::take(Role::PackedB, n_panels * KC.min(k) * nr);
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let panels = &mut packed_b[..n_panels * kc * nr];
@@ -382,20 +383,20 @@ struct RowBlock<'a, T> {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn row_block_avx512<T: Element, K: MicroKernel<T>>(job: RowBlock<T>) {
+unsafe fn row_block_avx512<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
     row_block::<T, K>(job)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_block_avx2<T: Element, K: MicroKernel<T>>(job: RowBlock<T>) {
+unsafe fn row_block_avx2<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
     row_block::<T, K>(job)
 }
 
 /// Packs this block's rows of A into `MR`-row panels, then runs the
 /// micro-kernel over every (A panel, B panel) pair and adds each tile to C.
 #[inline(always)]
-unsafe fn row_block<T: Element, K: MicroKernel<T>>(job: RowBlock<T>) {
+unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
     let RowBlock {
         a,
         i0,
@@ -408,7 +409,7 @@ unsafe fn row_block<T: Element, K: MicroKernel<T>>(job: RowBlock<T>) {
     } = job;
     let (mr, nr) = (K::MR, K::NR);
     let m_panels = mc.div_ceil(mr);
-    let mut packed_a = vec![T::zero(); m_panels * kc * mr];
+    let mut packed_a = Scratch::take(Role::PackedA, m_panels * kc * mr);
     for (ip, panel) in packed_a.chunks_exact_mut(kc * mr).enumerate() {
         pack_panel(a, i0 + ip * mr, mr.min(mc - ip * mr), k0, kc, mr, panel);
     }

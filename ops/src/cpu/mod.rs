@@ -3,6 +3,7 @@
 
 pub mod fast_math;
 pub mod gemm;
+mod scratch;
 mod simd;
 
 pub use simd::vectorised;
