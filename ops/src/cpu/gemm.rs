@@ -12,11 +12,10 @@
 //! per instruction set (AVX-512, AVX2+FMA, portable) and chosen at run time, so
 //! one binary runs on any x86-64 and uses the widest vectors it finds.
 
-use std::sync::OnceLock;
-
 use rayon::prelude::*;
 
 use super::scratch::{Role, Scratch, ScratchElement};
+use super::simd::{detect_isa, Isa};
 use crate::Element;
 
 const KC: usize = 256;
@@ -62,31 +61,6 @@ impl<'a, T: Copy> MatRef<'a, T> {
     fn at(&self, i: usize, j: usize) -> T {
         self.data[i * self.row_stride + j * self.col_stride]
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    Avx512,
-    Avx2Fma,
-    Portable,
-}
-
-fn detect_isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::env::var_os("MSN_GEMM_PORTABLE").is_none() {
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                    return Isa::Avx512;
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    return Isa::Avx2Fma;
-                }
-            }
-        }
-        Isa::Portable
-    })
 }
 
 /// A register-tiled micro-kernel: the `MR×NR` tile of `A_panel·B_panel`, where
@@ -470,8 +444,9 @@ mod tests {
         c
     }
 
-    /// Every layout at sizes that leave partial panels and k blocks; `tolerance`
-    /// is relative to the sum of |a·b| terms, the scale of the rounding.
+    /// Every layout at sizes that leave partial panels and k blocks. The error
+    /// allowed is `tolerance` times 4k, the bound on Σ|a·b| (|a|, |b| ≤ 2),
+    /// which sets the scale of the rounding.
     fn check<T: GemmElement>(tolerance: f64) {
         for &(m, n, k) in &[(1, 1, 1), (7, 33, 5), (97, 45, 300), (200, 17, 513)] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {

@@ -12,20 +12,37 @@
 
 use std::sync::OnceLock;
 
-fn has_avx2() -> bool {
-    static AVX2: OnceLock<bool> = OnceLock::new();
-    *AVX2.get_or_init(|| {
+/// The widest instruction set this CPU offers the kernels. Setting
+/// `MSN_CPU_PORTABLE` (to anything) forces the baseline, to compare or to
+/// rule out a SIMD path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2Fma,
+    Portable,
+}
+
+pub(crate) fn detect_isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::env::var_os("MSN_GEMM_PORTABLE").is_none()
+            if std::env::var_os("MSN_CPU_PORTABLE").is_none()
                 && is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
+            {
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                    return Isa::Avx512;
+                }
+                return Isa::Avx2Fma;
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
+        Isa::Portable
     })
+}
+
+fn has_avx2() -> bool {
+    detect_isa() != Isa::Portable
 }
 
 /// Runs `body`, compiled for AVX2 when this CPU has it. Meant for a loop over
