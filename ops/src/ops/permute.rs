@@ -28,8 +28,13 @@ fn permute_kernel<T: Element>(x: &[T], shape: &[usize], perm: &[usize]) -> Vec<T
             offset += (rem % out_shape[d]) * strides[d];
             rem /= out_shape[d];
         }
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = x[offset + j * step];
+        if step == 1 {
+            // The last axis stays last (attention's head splits): rows copy whole.
+            row.copy_from_slice(&x[offset..offset + row.len()]);
+        } else {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = x[offset + j * step];
+            }
         }
     });
     out
