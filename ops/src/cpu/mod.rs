@@ -6,7 +6,7 @@ pub mod gemm;
 mod scratch;
 mod simd;
 
-pub use simd::vectorised;
+pub use simd::{lane_sum, vectorised};
 
 use rayon::prelude::*;
 
@@ -73,16 +73,17 @@ pub fn for_each_row<T: Element>(
     if row_len == 0 {
         return;
     }
+    // One call of `f` in the source, so that it is inlined into the AVX2 copy
+    // however large it is (a function called from two places may not be).
+    let run = |(r, row): (usize, &mut [T])| vectorised(|| f(r, row));
     if out.len() >= PARALLEL_MIN_ELEMENTS {
         let rows_per_task = (PARALLEL_MIN_ELEMENTS / 8 / row_len).max(1);
         out.par_chunks_mut(row_len)
             .with_min_len(rows_per_task)
             .enumerate()
-            .for_each(|(r, row)| vectorised(|| f(r, row)));
+            .for_each(run);
     } else {
-        out.chunks_mut(row_len)
-            .enumerate()
-            .for_each(|(r, row)| vectorised(|| f(r, row)));
+        out.chunks_mut(row_len).enumerate().for_each(run);
     }
 }
 

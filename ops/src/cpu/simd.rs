@@ -12,6 +12,8 @@
 
 use std::sync::OnceLock;
 
+use crate::Element;
+
 /// The widest instruction set this CPU offers the kernels. Setting
 /// `MSN_CPU_PORTABLE` (to anything) forces the baseline, to compare or to
 /// rule out a SIMD path.
@@ -64,9 +66,39 @@ unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
 
+/// Σ f(x) over `xs`, in eight interleaved partial sums combined pairwise: a
+/// plain running sum is one chain of dependent adds that cannot vectorise
+/// (the compiler may not reorder float additions); eight independent lanes
+/// can. The order is fixed, so the result does not depend on the machine.
+#[inline(always)]
+pub fn lane_sum<T: Element>(xs: &[T], f: impl Fn(T) -> T) -> T {
+    let mut lanes = [T::zero(); 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += f(x);
+        }
+    }
+    for (lane, &x) in lanes.iter_mut().zip(tail) {
+        *lane += f(x);
+    }
+    let [a, b, c, d, e, g, h, i] = lanes;
+    ((a + e) + (b + g)) + ((c + h) + (d + i))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lane_sum_adds_every_element_once() {
+        for len in [0, 1, 7, 8, 9, 23, 64] {
+            let xs: Vec<f64> = (0..len).map(|i| (i * i) as f64).collect();
+            let want: f64 = xs.iter().map(|x| 2.0 * x).sum();
+            assert_eq!(lane_sum(&xs, |x| 2.0 * x), want, "length {len}");
+        }
+    }
 
     /// The claim above: the AVX2 copy of a loop gives the same bits as the
     /// baseline one (here GELU and softmax, whose `exp` and `erf` are the

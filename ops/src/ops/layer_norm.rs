@@ -8,14 +8,16 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::lane_sum;
 use crate::error::shape_err;
 use crate::{with_dtype, Element, Error, Result, Tensor};
 
 /// Per-row mean and 1/σ.
+#[inline(always)]
 fn row_stats<T: Element>(row: &[T], eps: f64) -> (T, T) {
     let n = T::from_f64(row.len() as f64);
-    let mean = row.iter().copied().sum::<T>() / n;
-    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
+    let mean = lane_sum(row, |v| v) / n;
+    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
     (mean, (var + T::from_f64(eps)).sqrt().recip())
 }
 
