@@ -140,10 +140,13 @@ pub fn run(args: Args) -> Result<()> {
         images_per_s.iter().cloned().fold(0.0, f64::max),
         1e3 * step_s
     );
-    let phase_medians: Vec<(&str, f64)> = (0..5)
-        .map(|i| {
-            let each: Vec<f64> = timings.iter().map(|t| phases(t)[i].1).collect();
-            (phases(&timings[0])[i].0, median(&each))
+    let per_step: Vec<_> = timings.iter().map(phases).collect();
+    let phase_medians: Vec<(&str, f64)> = per_step[0]
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, _))| {
+            let each: Vec<f64> = per_step.iter().map(|p| p[i].1).collect();
+            (name, median(&each))
         })
         .collect();
     let breakdown: Vec<String> = phase_medians

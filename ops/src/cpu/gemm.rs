@@ -20,6 +20,9 @@ use crate::Element;
 
 const KC: usize = 256;
 const MC: usize = 96;
+/// The largest micro-kernel tile, MR·NR (AVX-512's 8×32): room for any
+/// kernel's tile on the stack, so a row block allocates nothing for it.
+const MAX_TILE: usize = 8 * 32;
 
 /// A read-only matrix view: element (i, j) is at `data[i·row_stride + j·col_stride]`.
 #[derive(Clone, Copy)]
@@ -387,7 +390,8 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
     for (ip, panel) in packed_a.chunks_exact_mut(kc * mr).enumerate() {
         pack_panel(a, i0 + ip * mr, mr.min(mc - ip * mr), k0, kc, mr, panel);
     }
-    let mut tile = vec![T::zero(); mr * nr];
+    let mut tile = [T::zero(); MAX_TILE];
+    let tile = &mut tile[..mr * nr];
     for (jp, b_panel) in packed_b.chunks_exact(kc * nr).enumerate() {
         let j0 = jp * nr;
         let cols = nr.min(n - j0);
@@ -396,7 +400,7 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
             for ii in 0..rows {
                 prefetch_for_write(&c_rows[(ip * mr + ii) * n + j0..][..cols]);
             }
-            K::tile(a_panel, b_panel, &mut tile);
+            K::tile(a_panel, b_panel, tile);
             for (ii, tile_row) in tile.chunks_exact(nr).enumerate().take(rows) {
                 let c_row = &mut c_rows[(ip * mr + ii) * n + j0..][..cols];
                 for (c, &t) in c_row.iter_mut().zip(tile_row) {
