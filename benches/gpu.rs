@@ -1,8 +1,10 @@
 //! Criterion benchmarks of the GPU's hot ops at ViT-S/16's shapes, for a
 //! build with a GPU runtime: the matrix product in f32 and under bf16
 //! autocast; attention, fused kernels against the composition of products
-//! and a row softmax they replace; bias + GELU, fused against an add then a
-//! GELU (each forward, and forward with backward):
+//! and a row softmax they replace; attention from the packed qkv projection
+//! against splitting the heads, the fused kernels and merging them; bias +
+//! GELU, fused against an add then a GELU (each forward, and forward with
+//! backward):
 //!
 //! ```sh
 //! cargo bench --features cuda --bench gpu       # or --features wgpu
@@ -154,6 +156,34 @@ fn attention(c: &mut Criterion) {
     );
 }
 
+fn qkv_attention(c: &mut Criterion) {
+    let Some(device) = device() else { return };
+    let quick = std::env::var("MSN_BENCH_QUICK").is_ok();
+    // ViT-S/16's attention: 64 images × 197 tokens, 6 heads of width 64.
+    let (images, t, heads, d) = (if quick { 2 } else { 64 }, 197, 6, 64);
+    let scale = (d as f64).powf(-0.5);
+    fused_against_composed(
+        c,
+        format!("qkv_attention on {device}"),
+        Throughput::Elements((4 * images * heads * t * t * d) as u64),
+        &[tensor(&[images, t, 3 * heads * d], device)],
+        move |x| x[0].qkv_attention(heads, scale).unwrap(),
+        ("split, attention, merge", move |x: &[Tensor]| {
+            let split = x[0]
+                .reshape(&[images, t, 3, heads, d])
+                .and_then(|s| s.permute(&[2, 0, 3, 1, 4]))
+                .unwrap();
+            let part = |i: usize| {
+                let p = split.narrow(0, i, 1).unwrap();
+                p.reshape(&[images, heads, t, d]).unwrap()
+            };
+            let attended = part(0).attention(&part(1), &part(2), scale).unwrap();
+            let merged = attended.permute(&[0, 2, 1, 3]).unwrap();
+            merged.reshape(&[images, t, heads * d]).unwrap()
+        }),
+    );
+}
+
 fn bias_gelu(c: &mut Criterion) {
     let Some(device) = device() else { return };
     let quick = std::env::var("MSN_BENCH_QUICK").is_ok();
@@ -171,5 +201,5 @@ fn bias_gelu(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, matmul, attention, bias_gelu);
+criterion_group!(benches, matmul, attention, qkv_attention, bias_gelu);
 criterion_main!(benches);

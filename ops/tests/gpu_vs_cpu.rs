@@ -104,6 +104,7 @@ op_tests!(
     patchify,
     resize_bicubic,
     attention,
+    qkv_attention,
     soft_cross_entropy,
     entropy,
 );
@@ -240,6 +241,14 @@ fn kernels_agree_past_tile_block_and_grid_edges() {
     );
     same_on_device("attention wider than shared memory", &[q, k, v], |x| {
         x[0].attention(&x[1], &x[2], 0.1)
+    });
+    // Attention from a packed qkv projection: three heads of 16 read in place
+    // across row blocks and tiles, and heads too wide for shared memory.
+    let qkv = random(&[2, 50, 3 * 3 * 16], 24);
+    same_on_device("qkv_attention", &[qkv], |x| x[0].qkv_attention(3, 0.25));
+    let qkv = random(&[2, 5, 3 * 2 * 160], 25);
+    same_on_device("qkv_attention wider than shared memory", &[qkv], |x| {
+        x[0].qkv_attention(2, 0.1)
     });
     let tokens = random(&[4, 65, 32], 14);
     same_on_device("index_select", &[tokens], |x| {

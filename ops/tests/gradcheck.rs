@@ -94,6 +94,7 @@ gradcheck_tests!(
     patchify,
     resize_bicubic,
     attention,
+    qkv_attention,
     soft_cross_entropy,
     entropy,
 );

@@ -1,6 +1,6 @@
-//! The tape over tensors: fused attention equals its composition from
-//! primitives, forward and backward; plain tensors record nothing; saved state
-//! is freed by backward.
+//! The tape over tensors: fused attention, and attention straight from a
+//! packed qkv projection, equal their compositions from primitives, forward
+//! and backward; plain tensors record nothing; saved state is freed by backward.
 
 use ops::{DType, Tensor, TensorTape};
 
@@ -49,6 +49,71 @@ fn fused_attention_equals_the_composed_one_forward_and_backward() {
             assert!((x - y).abs() < 1e-12, "{x} vs {y}");
         }
     }
+}
+
+/// timm's multi-head attention from its qkv projection: split the heads,
+/// attend, merge the heads.
+fn split_attend_merge(qkv: &Tensor, heads: usize, scale: f64) -> ops::Result<Tensor> {
+    let (b, t, packed) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
+    let c = packed / (3 * heads);
+    let split = qkv
+        .reshape(&[b, t, 3, heads, c])?
+        .permute(&[2, 0, 3, 1, 4])?;
+    let part = |i: usize| split.narrow(0, i, 1)?.reshape(&[b, heads, t, c]);
+    let attended = part(0)?.attention(&part(1)?, &part(2)?, scale)?;
+    attended.permute(&[0, 2, 1, 3])?.reshape(&[b, t, heads * c])
+}
+
+#[test]
+fn packed_qkv_attention_equals_split_attend_merge_forward_and_backward() {
+    // Enough tokens that each head's products cross the gemm's row blocks.
+    let (heads, width, tokens) = (3, 5, 101);
+    let qkv = random(&[2, tokens, 3 * heads * width], 10);
+    let scale = 0.4;
+    let run = |packed: bool| {
+        let tape = TensorTape::new();
+        let x = tape.watch(&qkv);
+        let out = if packed {
+            x.qkv_attention(heads, scale)
+        } else {
+            split_attend_merge(&x, heads, scale)
+        }
+        .unwrap();
+        let weights = random(out.shape(), 11);
+        let loss = out.mul(&weights).unwrap().sum_all().unwrap();
+        let grads = tape.backward(&loss).unwrap();
+        (out.to_vec_f64(), grads.get(&x).unwrap().to_vec_f64())
+    };
+    let (packed, composed) = (run(true), run(false));
+    for (a, b) in [(&packed.0, &composed.0), (&packed.1, &composed.1)] {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn packed_qkv_attention_rejects_a_width_that_is_not_three_heads() {
+    let qkv = random(&[2, 4, 20], 12);
+    let err = qkv.qkv_attention(3, 1.0).unwrap_err().to_string();
+    assert!(
+        err.contains("qkv_attention") && err.contains("3 heads"),
+        "{err}"
+    );
+    assert!(random(&[2, 0, 18], 13).qkv_attention(3, 1.0).is_err());
+}
+
+#[test]
+fn attention_over_an_empty_axis_is_an_error_not_a_panic() {
+    let (q, k) = (random(&[2, 0, 4], 14), random(&[2, 3, 4], 15));
+    let err = q.attention(&k, &k, 1.0).unwrap_err().to_string();
+    assert!(
+        err.contains("attention") && err.contains("[2, 0, 4]"),
+        "{err}"
+    );
+    let v = random(&[2, 3, 0], 16);
+    assert!(k.attention(&k, &v, 1.0).is_err());
 }
 
 #[test]

@@ -115,20 +115,15 @@ impl Block {
     }
 
     /// Multi-head self-attention. The qkv projection's rows are
-    /// [q of all heads | k | v], each head's slice contiguous (timm's layout).
+    /// [q of all heads | k | v], each head's slice contiguous (timm's layout),
+    /// which `qkv_attention` reads in place.
     fn attention(&self, h: &Tensor) -> Result<Tensor> {
-        let (b, t, d) = (h.shape()[0], h.shape()[1], h.shape()[2]);
-        let dh = d / self.heads;
-        let qkv = self
+        let dh = h.shape()[2] / self.heads;
+        let attended = self
             .qkv
             .forward(h)?
-            .reshape(&[b, t, 3, self.heads, dh])?
-            .permute(&[2, 0, 3, 1, 4])?;
-        let part = |i: usize| qkv.narrow(0, i, 1)?.reshape(&[b, self.heads, t, dh]);
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let attended = q.attention(&k, &v, (dh as f64).powf(-0.5))?;
-        let merged = attended.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
-        self.proj.forward(&merged)
+            .qkv_attention(self.heads, (dh as f64).powf(-0.5))?;
+        self.proj.forward(&attended)
     }
 
     /// The CLS token's attention over all tokens, `[B, heads, T]` (softmax over keys).

@@ -318,6 +318,21 @@ fn attention(rng: &mut StdRng) -> Case {
     )
 }
 
+fn qkv_attention(rng: &mut StdRng) -> Case {
+    let lead = shape(rng, 0..=2, 2);
+    let (t, heads, width) = (
+        rng.gen_range(1..=4),
+        rng.gen_range(1..=3),
+        rng.gen_range(1..=3),
+    );
+    let s = [lead.as_slice(), &[t, 3 * heads * width]].concat();
+    let qkv = uniform(rng, &s, -1.5, 1.5);
+    let scale = 1.0 / (width as f64).sqrt();
+    case(format!("{s:?}, {heads} heads"), vec![qkv], move |x| {
+        x[0].qkv_attention(heads, scale)
+    })
+}
+
 fn soft_cross_entropy(rng: &mut StdRng) -> Case {
     let s = shape(rng, 1..=2, 5);
     let (z, q) = (uniform(rng, &s, -3.0, 3.0), probabilities(rng, &s));
@@ -403,6 +418,7 @@ pub(super) fn all() -> Vec<OpCheck> {
         check!("patchify", patchify),
         check!("resize_bicubic", resize_bicubic),
         check!("attention", attention),
+        check!("qkv_attention", qkv_attention),
         check!("soft_cross_entropy", soft_cross_entropy),
         check!("entropy", entropy),
     ]

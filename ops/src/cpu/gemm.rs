@@ -52,7 +52,7 @@ impl<'a, T: Copy> MatRef<'a, T> {
     }
 
     /// The same matrix read transposed: no data moves.
-    fn transposed(self) -> Self {
+    pub fn transposed(self) -> Self {
         MatRef {
             data: self.data,
             row_stride: self.col_stride,
@@ -171,6 +171,7 @@ impl MicroKernel<f32> for Avx2F32 {
 
 /// Element types the multiply is tuned for; picks the micro-kernel per ISA.
 pub trait GemmElement: ScratchElement {
+    #[allow(clippy::too_many_arguments)]
     fn gemm_dispatch(
         m: usize,
         n: usize,
@@ -178,11 +179,13 @@ pub trait GemmElement: ScratchElement {
         a: MatRef<Self>,
         b: MatRef<Self>,
         c: &mut [Self],
+        ldc: usize,
         parallel: bool,
     );
 }
 
 impl GemmElement for f32 {
+    #[allow(clippy::too_many_arguments)]
     fn gemm_dispatch(
         m: usize,
         n: usize,
@@ -190,19 +193,21 @@ impl GemmElement for f32 {
         a: MatRef<f32>,
         b: MatRef<f32>,
         c: &mut [f32],
+        ldc: usize,
         parallel: bool,
     ) {
         match detect_isa() {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => blocked::<f32, Avx512F32>(Isa::Avx512, m, n, k, a, b, c, parallel),
+            Isa::Avx512 => blocked::<f32, Avx512F32>(Isa::Avx512, m, n, k, a, b, c, ldc, parallel),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => blocked::<f32, Avx2F32>(Isa::Avx2Fma, m, n, k, a, b, c, parallel),
-            _ => blocked::<f32, Portable<4, 8>>(Isa::Portable, m, n, k, a, b, c, parallel),
+            Isa::Avx2Fma => blocked::<f32, Avx2F32>(Isa::Avx2Fma, m, n, k, a, b, c, ldc, parallel),
+            _ => blocked::<f32, Portable<4, 8>>(Isa::Portable, m, n, k, a, b, c, ldc, parallel),
         }
     }
 }
 
 impl GemmElement for f64 {
+    #[allow(clippy::too_many_arguments)]
     fn gemm_dispatch(
         m: usize,
         n: usize,
@@ -210,17 +215,20 @@ impl GemmElement for f64 {
         a: MatRef<f64>,
         b: MatRef<f64>,
         c: &mut [f64],
+        ldc: usize,
         parallel: bool,
     ) {
         // f64 serves gradient checks on small shapes: the portable kernel, compiled
         // for the detected ISA, is enough.
         match detect_isa() {
-            Isa::Avx512 => blocked::<f64, Portable<8, 16>>(Isa::Avx512, m, n, k, a, b, c, parallel),
+            Isa::Avx512 => {
+                blocked::<f64, Portable<8, 16>>(Isa::Avx512, m, n, k, a, b, c, ldc, parallel)
+            }
             Isa::Avx2Fma => {
-                blocked::<f64, Portable<6, 8>>(Isa::Avx2Fma, m, n, k, a, b, c, parallel)
+                blocked::<f64, Portable<6, 8>>(Isa::Avx2Fma, m, n, k, a, b, c, ldc, parallel)
             }
             Isa::Portable => {
-                blocked::<f64, Portable<4, 4>>(Isa::Portable, m, n, k, a, b, c, parallel)
+                blocked::<f64, Portable<4, 4>>(Isa::Portable, m, n, k, a, b, c, ldc, parallel)
             }
         }
     }
@@ -239,10 +247,34 @@ pub fn gemm<T: GemmElement>(
     parallel: bool,
 ) {
     assert_eq!(c.len(), m * n, "C must be m×n");
-    if m == 0 || n == 0 || k == 0 {
+    gemm_strided(m, n, k, a, b, c, n, parallel);
+}
+
+/// `C += A·B` where C's row i is `c[i·ldc..][..n]` (BLAS's leading dimension):
+/// C may be a block of columns of a wider matrix, such as one head's slice of
+/// attention's merged output. `c` runs from C's first element to its last, and
+/// the elements between rows are left as they are.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided<T: GemmElement>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: &mut [T],
+    ldc: usize,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
         return;
     }
-    T::gemm_dispatch(m, n, k, a, b, c, parallel);
+    assert!(
+        ldc >= n && c.len() == (m - 1) * ldc + n,
+        "C must be m rows of n with leading dimension ldc"
+    );
+    if k > 0 {
+        T::gemm_dispatch(m, n, k, a, b, c, ldc, parallel);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -254,6 +286,7 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     a: MatRef<T>,
     b: MatRef<T>,
     c: &mut [T],
+    ldc: usize,
     parallel: bool,
 ) {
     let nr = K::NR;
@@ -274,7 +307,8 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
         }
         let packed_b = &*panels;
         let row_block = |(ib, c_rows): (usize, &mut [T])| {
-            let mc = c_rows.len() / n;
+            // Every block but the last ends with its last row's gap to the next.
+            let mc = (c_rows.len() + ldc - n) / ldc;
             let job = RowBlock {
                 a,
                 i0: ib * MC,
@@ -282,6 +316,7 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
                 k0,
                 kc,
                 n,
+                ldc,
                 packed_b,
                 c_rows,
             };
@@ -296,9 +331,9 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
             }
         };
         if parallel && m > MC {
-            c.par_chunks_mut(MC * n).enumerate().for_each(row_block);
+            c.par_chunks_mut(MC * ldc).enumerate().for_each(row_block);
         } else {
-            c.chunks_mut(MC * n).enumerate().for_each(row_block);
+            c.chunks_mut(MC * ldc).enumerate().for_each(row_block);
         }
     }
 }
@@ -354,6 +389,8 @@ struct RowBlock<'a, T> {
     k0: usize,
     kc: usize,
     n: usize,
+    /// C's leading dimension: row i of the block starts at `c_rows[i·ldc]`.
+    ldc: usize,
     packed_b: &'a [T],
     c_rows: &'a mut [T],
 }
@@ -381,6 +418,7 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
         k0,
         kc,
         n,
+        ldc,
         packed_b,
         c_rows,
     } = job;
@@ -398,11 +436,11 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
         for (ip, a_panel) in packed_a.chunks_exact(kc * mr).enumerate() {
             let rows = mr.min(mc - ip * mr);
             for ii in 0..rows {
-                prefetch_for_write(&c_rows[(ip * mr + ii) * n + j0..][..cols]);
+                prefetch_for_write(&c_rows[(ip * mr + ii) * ldc + j0..][..cols]);
             }
             K::tile(a_panel, b_panel, tile);
             for (ii, tile_row) in tile.chunks_exact(nr).enumerate().take(rows) {
-                let c_row = &mut c_rows[(ip * mr + ii) * n + j0..][..cols];
+                let c_row = &mut c_rows[(ip * mr + ii) * ldc + j0..][..cols];
                 for (c, &t) in c_row.iter_mut().zip(tile_row) {
                     *c += t;
                 }
@@ -486,5 +524,30 @@ mod tests {
     #[test]
     fn f32_matches_a_naive_loop_too() {
         check::<f32>(1e-6);
+    }
+
+    /// With a leading dimension wider than n, C is a block of columns of a
+    /// wider matrix: the product is added to those columns (across several
+    /// row blocks, on threads) and every element between them is untouched.
+    #[test]
+    fn a_strided_c_gets_only_its_own_columns() {
+        let (m, n, k, ldc, first) = (2 * MC + 7, 13, 40, 29, 5);
+        let a: Vec<f64> = (0..m * k).map(|i| (i % 7) as f64 - 3.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i % 5) as f64 - 2.0).collect();
+        let (av, bv) = (MatRef::new(&a, k, false), MatRef::new(&b, n, false));
+        let sentinel = |i: usize| -1000.0 - i as f64;
+        let mut wide: Vec<f64> = (0..m * ldc).map(sentinel).collect();
+        let end = first + (m - 1) * ldc + n;
+        gemm_strided(m, n, k, av, bv, &mut wide[first..end], ldc, true);
+        let want = naive(m, n, k, av, bv);
+        for (at, &x) in wide.iter().enumerate() {
+            let (i, j) = (at / ldc, (at % ldc).wrapping_sub(first));
+            let expected = if j < n {
+                sentinel(at) + want[i * n + j]
+            } else {
+                sentinel(at)
+            };
+            assert_eq!(x, expected, "row {i}, column {}", at % ldc);
+        }
     }
 }

@@ -3,7 +3,10 @@
 //! written to memory.
 //!
 //! Shapes as in [`crate::ops::attention`]: `q: [b, n, d]`, `k: [b, m, d]`,
-//! `v: [b, m, e]`, all contiguous. Each cube owns [`ROWS`] rows (one unit
+//! `v: [b, m, e]`, each entry's rows found through an [`AttentionLayout`]:
+//! three contiguous tensors, or the heads of one packed qkv projection read in
+//! place (and the output written with its heads side by side) for
+//! [`crate::ops::qkv_attention`]. Each cube owns [`ROWS`] rows (one unit
 //! each) of one batch entry and streams the other side through shared memory
 //! [`TILE`] rows at a time:
 //! - forward, a cube per block of queries: scores for a tile of keys, the
@@ -27,7 +30,7 @@ use cubecl::prelude::*;
 use super::runtime::{
     alloc, buffer, cube_index, first_buffer, grid, on_runtime, tensor, Client, GpuBuffer,
 };
-use super::{AttentionDims, AttentionSaved};
+use super::{AttentionDims, AttentionLayout, AttentionSaved};
 use crate::{Result, Tensor};
 
 /// Rows owned by a cube, one unit each.
@@ -37,14 +40,16 @@ const TILE: u32 = 16;
 /// The running maximum before any score: WGSL has no infinity literal.
 const NO_SCORE: f32 = -3.0e38;
 
-/// Loads `count` rows of `width` starting at row `first` of a `[.., rows,
-/// width]` block into shared memory with a row stride of `stride`; rows past
-/// the end repeat the last one (their results are never written).
+/// Loads `count` rows of `width` starting at row `first` of a block of `rows`
+/// rows (row `i` at `from[base + i·row_stride]`) into shared memory with a row
+/// stride of `stride`; rows past the end repeat the last one (their results
+/// are never written).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn stage<F: Float>(
     from: &Array<F>,
     base: u32,
+    row_stride: u32,
     first: u32,
     rows: u32,
     to: &mut SharedMemory<F>,
@@ -57,9 +62,25 @@ fn stage<F: Float>(
         let r = at / width;
         let c = at % width;
         let row = min(first + r, rows - 1);
-        to[(r * stride + c) as usize] = from[(base + row * width + c) as usize];
+        to[(r * stride + c) as usize] = from[(base + row * row_stride + c) as usize];
         at += CUBE_DIM_X;
     }
+}
+
+/// Where row 0 of one operand of batch entry `entry` starts: the entry is head
+/// `entry % heads` of image `entry / heads`, the operand has `rows` rows per
+/// image, `row_stride` apart, and its heads start at column `at`, `head_width`
+/// apart (see [`AttentionLayout`]).
+#[cube]
+fn entry_base(
+    entry: u32,
+    heads: u32,
+    rows: u32,
+    row_stride: u32,
+    at: u32,
+    #[comptime] head_width: u32,
+) -> u32 {
+    (entry / heads) * rows * row_stride + at + (entry % heads) * head_width
 }
 
 /// `Σ_c a[a_at + c]·b[b_at + c]` over `len` columns of two staged rows.
@@ -92,26 +113,37 @@ fn attention_forward_kernel<F: Float>(
     blocks: u32,
     batches: u32,
     scale: f32,
+    heads: u32,
+    q_row: u32,
+    k_row: u32,
+    v_row: u32,
+    out_row: u32,
+    k_at: u32,
+    v_at: u32,
     #[comptime] d: u32,
     #[comptime] e: u32,
 ) {
     let cube = cube_index();
-    let batch = cube / blocks;
-    if batch < batches {
+    let entry = cube / blocks;
+    if entry < batches {
         let first = (cube % blocks) * ROWS;
         let t = UNIT_POS_X;
         let row = first + t;
+        let q_base = entry_base(entry, heads, n, q_row, 0u32, d);
+        let k_base = entry_base(entry, heads, m, k_row, k_at, d);
+        let v_base = entry_base(entry, heads, m, v_row, v_at, e);
+        let out_base = entry_base(entry, heads, n, out_row, 0u32, e);
         let mut q_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
         let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
-        stage::<F>(q, batch * n * d, first, n, &mut q_own, ROWS, d, d + 1);
+        stage::<F>(q, q_base, q_row, first, n, &mut q_own, ROWS, d, d + 1);
         sync_cube();
         // In registers, the query costs no shared-memory read in the score
         // loop, whose key reads are broadcasts to the whole warp.
-        let mut q_row = Array::<F>::new(comptime!(d as usize));
+        let mut q_row_values = Array::<F>::new(comptime!(d as usize));
         #[unroll]
         for c in 0..d {
-            q_row[c as usize] = q_own[(t * (d + 1) + c) as usize];
+            q_row_values[c as usize] = q_own[(t * (d + 1) + c) as usize];
         }
         let scale = F::cast_from(scale);
         let mut acc = Array::<F>::new(comptime!(e as usize));
@@ -125,8 +157,8 @@ fn attention_forward_kernel<F: Float>(
         let mut j0 = 0u32;
         while j0 < m {
             sync_cube();
-            stage::<F>(k, batch * m * d, j0, m, &mut k_tile, TILE, d, d);
-            stage::<F>(v, batch * m * e, j0, m, &mut v_tile, TILE, e, e);
+            stage::<F>(k, k_base, k_row, j0, m, &mut k_tile, TILE, d, d);
+            stage::<F>(v, v_base, v_row, j0, m, &mut v_tile, TILE, e, e);
             sync_cube();
             let mut tile_max = F::cast_from(NO_SCORE);
             #[unroll]
@@ -134,7 +166,7 @@ fn attention_forward_kernel<F: Float>(
                 let mut s = F::new(0.0);
                 #[unroll]
                 for c in 0..d {
-                    s += q_row[c as usize] * k_tile[(jj * d + c) as usize];
+                    s += q_row_values[c as usize] * k_tile[(jj * d + c) as usize];
                 }
                 s *= scale;
                 if j0 + jj >= m {
@@ -167,12 +199,12 @@ fn attention_forward_kernel<F: Float>(
         }
         if row < n {
             let inv = F::recip(running_sum);
-            let at = (batch * n + row) * e;
+            let at = out_base + row * out_row;
             #[unroll]
             for c in 0..e {
                 out[(at + c) as usize] = acc[c as usize] * inv;
             }
-            lse[(batch * n + row) as usize] = running_max + F::ln(running_sum);
+            lse[(entry * n + row) as usize] = running_max + F::ln(running_sum);
         }
     }
 }
@@ -194,29 +226,41 @@ fn attention_dq_kernel<F: Float>(
     blocks: u32,
     batches: u32,
     scale: f32,
+    heads: u32,
+    q_row: u32,
+    k_row: u32,
+    v_row: u32,
+    out_row: u32,
+    k_at: u32,
+    v_at: u32,
     #[comptime] d: u32,
     #[comptime] e: u32,
 ) {
     let cube = cube_index();
-    let batch = cube / blocks;
-    if batch < batches {
+    let entry = cube / blocks;
+    if entry < batches {
         let first = (cube % blocks) * ROWS;
         let t = UNIT_POS_X;
         let row = first + t;
-        let own = batch * n + min(row, n - 1);
+        let own_row = min(row, n - 1);
+        let q_base = entry_base(entry, heads, n, q_row, 0u32, d);
+        let k_base = entry_base(entry, heads, m, k_row, k_at, d);
+        let v_base = entry_base(entry, heads, m, v_row, v_at, e);
+        let out_base = entry_base(entry, heads, n, out_row, 0u32, e);
         let mut q_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
         let mut go_own = SharedMemory::<F>::new(comptime!((ROWS * (e + 1)) as usize));
         let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
-        stage::<F>(q, batch * n * d, first, n, &mut q_own, ROWS, d, d + 1);
-        stage::<F>(go, batch * n * e, first, n, &mut go_own, ROWS, e, e + 1);
+        stage::<F>(q, q_base, q_row, first, n, &mut q_own, ROWS, d, d + 1);
+        stage::<F>(go, out_base, out_row, first, n, &mut go_own, ROWS, e, e + 1);
         sync_cube();
         let mut delta_own = F::new(0.0);
+        let o_at = out_base + own_row * out_row;
         #[unroll]
         for c in 0..e {
-            delta_own += go_own[(t * (e + 1) + c) as usize] * o[(own * e + c) as usize];
+            delta_own += go_own[(t * (e + 1) + c) as usize] * o[(o_at + c) as usize];
         }
-        let log_sum = lse[own as usize];
+        let log_sum = lse[(entry * n + own_row) as usize];
         let scale = F::cast_from(scale);
         let mut acc = Array::<F>::new(comptime!(d as usize));
         #[unroll]
@@ -226,8 +270,8 @@ fn attention_dq_kernel<F: Float>(
         let mut j0 = 0u32;
         while j0 < m {
             sync_cube();
-            stage::<F>(k, batch * m * d, j0, m, &mut k_tile, TILE, d, d);
-            stage::<F>(v, batch * m * e, j0, m, &mut v_tile, TILE, e, e);
+            stage::<F>(k, k_base, k_row, j0, m, &mut k_tile, TILE, d, d);
+            stage::<F>(v, v_base, v_row, j0, m, &mut v_tile, TILE, e, e);
             sync_cube();
             let mut jj = 0u32;
             while jj < min(TILE, m - j0) {
@@ -244,11 +288,12 @@ fn attention_dq_kernel<F: Float>(
             j0 += TILE;
         }
         if row < n {
+            let at = q_base + row * q_row;
             #[unroll]
             for c in 0..d {
-                dq[(own * d + c) as usize] = acc[c as usize] * scale;
+                dq[(at + c) as usize] = acc[c as usize] * scale;
             }
-            delta[own as usize] = delta_own;
+            delta[(entry * n + row) as usize] = delta_own;
         }
     }
 }
@@ -270,23 +315,34 @@ fn attention_dkv_kernel<F: Float>(
     blocks: u32,
     batches: u32,
     scale: f32,
+    heads: u32,
+    q_row: u32,
+    k_row: u32,
+    v_row: u32,
+    out_row: u32,
+    k_at: u32,
+    v_at: u32,
     #[comptime] d: u32,
     #[comptime] e: u32,
 ) {
     let cube = cube_index();
-    let batch = cube / blocks;
-    if batch < batches {
+    let entry = cube / blocks;
+    if entry < batches {
         let first = (cube % blocks) * ROWS;
         let t = UNIT_POS_X;
         let row = first + t;
+        let q_base = entry_base(entry, heads, n, q_row, 0u32, d);
+        let k_base = entry_base(entry, heads, m, k_row, k_at, d);
+        let v_base = entry_base(entry, heads, m, v_row, v_at, e);
+        let out_base = entry_base(entry, heads, n, out_row, 0u32, e);
         let mut k_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
         let mut v_own = SharedMemory::<F>::new(comptime!((ROWS * (e + 1)) as usize));
         let mut q_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut go_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
         let mut lse_tile = SharedMemory::<F>::new(comptime!(TILE as usize));
         let mut delta_tile = SharedMemory::<F>::new(comptime!(TILE as usize));
-        stage::<F>(k, batch * m * d, first, m, &mut k_own, ROWS, d, d + 1);
-        stage::<F>(v, batch * m * e, first, m, &mut v_own, ROWS, e, e + 1);
+        stage::<F>(k, k_base, k_row, first, m, &mut k_own, ROWS, d, d + 1);
+        stage::<F>(v, v_base, v_row, first, m, &mut v_own, ROWS, e, e + 1);
         let scale = F::cast_from(scale);
         let mut acc_k = Array::<F>::new(comptime!(d as usize));
         let mut acc_v = Array::<F>::new(comptime!(e as usize));
@@ -301,10 +357,20 @@ fn attention_dkv_kernel<F: Float>(
         let mut i0 = 0u32;
         while i0 < n {
             sync_cube();
-            stage::<F>(q, batch * n * d, i0, n, &mut q_tile, TILE, d, d);
-            stage::<F>(go, batch * n * e, i0, n, &mut go_tile, TILE, e, e);
-            stage::<F>(lse, batch * n, i0, n, &mut lse_tile, TILE, 1u32, 1u32);
-            stage::<F>(delta, batch * n, i0, n, &mut delta_tile, TILE, 1u32, 1u32);
+            stage::<F>(q, q_base, q_row, i0, n, &mut q_tile, TILE, d, d);
+            stage::<F>(go, out_base, out_row, i0, n, &mut go_tile, TILE, e, e);
+            stage::<F>(lse, entry * n, 1u32, i0, n, &mut lse_tile, TILE, 1u32, 1u32);
+            stage::<F>(
+                delta,
+                entry * n,
+                1u32,
+                i0,
+                n,
+                &mut delta_tile,
+                TILE,
+                1u32,
+                1u32,
+            );
             sync_cube();
             let mut ii = 0u32;
             while ii < min(TILE, n - i0) {
@@ -325,14 +391,15 @@ fn attention_dkv_kernel<F: Float>(
             i0 += TILE;
         }
         if row < m {
-            let at = batch * m + row;
+            let k_at_row = k_base + row * k_row;
             #[unroll]
             for c in 0..d {
-                dk[(at * d + c) as usize] = acc_k[c as usize] * scale;
+                dk[(k_at_row + c) as usize] = acc_k[c as usize] * scale;
             }
+            let v_at_row = v_base + row * v_row;
             #[unroll]
             for c in 0..e {
-                dv[(at * e + c) as usize] = acc_v[c as usize];
+                dv[(v_at_row + c) as usize] = acc_v[c as usize];
             }
         }
     }
@@ -356,12 +423,15 @@ fn max_shared_bytes(client: &Client) -> usize {
         .max_shared_memory_size)
 }
 
-/// The output `[batch, n, e]` and the log-sum-exp of each query's scores `[batch, n]`.
+/// The output, `batch·n` rows of `e` laid out as `layout` says (shaped
+/// `[batch / heads · n, heads · e]`), and the log-sum-exp of each query's
+/// scores `[batch, n]`. For a packed layout, `q`, `k` and `v` are the same tensor.
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     dims: AttentionDims,
+    layout: AttentionLayout,
     scale: f64,
 ) -> Result<(Tensor, Tensor)> {
     let AttentionDims { batch, n, m, d, e } = dims;
@@ -373,6 +443,7 @@ pub(crate) fn attention(
     let out = alloc(qb, batch * n * e);
     let lse = alloc(qb, batch * n);
     let blocks = n.div_ceil(ROWS as usize);
+    let l = layout;
     if batch * n * m > 0 {
         on_runtime!(&qb.client, |client, R| attention_forward_kernel::launch::<
             f32,
@@ -391,20 +462,74 @@ pub(crate) fn attention(
             blocks as u32,
             batch as u32,
             scale as f32,
+            l.heads as u32,
+            l.q_row as u32,
+            l.k_row as u32,
+            l.v_row as u32,
+            l.out_row as u32,
+            l.k_at as u32,
+            l.v_at as u32,
             d as u32,
             e as u32,
         ));
     }
-    Ok((tensor(out, &[batch, n, e])?, tensor(lse, &[batch, n])?))
+    let rows = batch / l.heads * n;
+    Ok((
+        tensor(out, &[rows, l.heads * e])?,
+        tensor(lse, &[batch, n])?,
+    ))
 }
 
-/// `(dQ, dK, dV)` from the output gradient `g`, shaped `[batch, rows, width]`.
+/// dQ, dK and dV from the output gradient `g` for separate contiguous
+/// inputs, shaped `[batch, rows, width]`.
 pub(crate) fn attention_backward(
     saved: &AttentionSaved,
     g: &Tensor,
     dims: AttentionDims,
     scale: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let AttentionDims { batch, n, m, d, e } = dims;
+    let gb = first_buffer("attention", g)?;
+    let (dq, dk, dv) = (
+        alloc(gb, batch * n * d),
+        alloc(gb, batch * m * d),
+        alloc(gb, batch * m * e),
+    );
+    let layout = AttentionLayout::contiguous(d, e);
+    launch_backward(saved, g, dims, layout, scale, [&dq, &dk, &dv])?;
+    Ok((
+        tensor(dq, &[batch, n, d])?,
+        tensor(dk, &[batch, m, d])?,
+        tensor(dv, &[batch, m, e])?,
+    ))
+}
+
+/// The gradient of a packed input from the output gradient `g`, laid out as
+/// that input, shaped `[batch / heads · n, 3 · heads · d]`: one buffer, of
+/// which each kernel writes its own columns of every row.
+pub(crate) fn attention_backward_packed(
+    saved: &AttentionSaved,
+    g: &Tensor,
+    dims: AttentionDims,
+    layout: AttentionLayout,
+    scale: f64,
+) -> Result<Tensor> {
+    let AttentionDims { batch, n, d, .. } = dims;
+    let gb = first_buffer("attention", g)?;
+    let all = alloc(gb, batch * n * 3 * d);
+    launch_backward(saved, g, dims, layout, scale, [&all, &all, &all])?;
+    tensor(all, &[batch / layout.heads * n, 3 * layout.heads * d])
+}
+
+/// Runs both backward kernels, writing dQ, dK and dV into `grads`.
+fn launch_backward(
+    saved: &AttentionSaved,
+    g: &Tensor,
+    dims: AttentionDims,
+    layout: AttentionLayout,
+    scale: f64,
+    grads: [&GpuBuffer; 3],
+) -> Result<()> {
     let AttentionDims { batch, n, m, d, e } = dims;
     let gb = first_buffer("attention", g)?;
     let on =
@@ -416,13 +541,10 @@ pub(crate) fn attention_backward(
         on(saved.out)?,
         on(saved.lse)?,
     );
-    let (dq, dk, dv) = (
-        alloc(gb, batch * n * d),
-        alloc(gb, batch * m * d),
-        alloc(gb, batch * m * e),
-    );
+    let [dq, dk, dv] = grads;
     let delta = alloc(gb, batch * n);
     let (q_blocks, k_blocks) = (n.div_ceil(ROWS as usize), m.div_ceil(ROWS as usize));
+    let l = layout;
     if batch * n * m > 0 {
         on_runtime!(&gb.client, |client, R| {
             attention_dq_kernel::launch::<f32, R>(
@@ -442,6 +564,13 @@ pub(crate) fn attention_backward(
                 q_blocks as u32,
                 batch as u32,
                 scale as f32,
+                l.heads as u32,
+                l.q_row as u32,
+                l.k_row as u32,
+                l.v_row as u32,
+                l.out_row as u32,
+                l.k_at as u32,
+                l.v_at as u32,
                 d as u32,
                 e as u32,
             );
@@ -462,14 +591,17 @@ pub(crate) fn attention_backward(
                 k_blocks as u32,
                 batch as u32,
                 scale as f32,
+                l.heads as u32,
+                l.q_row as u32,
+                l.k_row as u32,
+                l.v_row as u32,
+                l.out_row as u32,
+                l.k_at as u32,
+                l.v_at as u32,
                 d as u32,
                 e as u32,
             );
         });
     }
-    Ok((
-        tensor(dq, &[batch, n, d])?,
-        tensor(dk, &[batch, m, d])?,
-        tensor(dv, &[batch, m, e])?,
-    ))
+    Ok(())
 }

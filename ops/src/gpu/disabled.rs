@@ -1,7 +1,7 @@
 //! The GPU launchers of a build without a GPU feature: no GPU tensor can be
 //! made there ([`GpuBuffer`] has no values), so each one only reports that.
 
-use super::{AttentionDims, AttentionSaved, BinaryOp, Reduction, UnaryOp};
+use super::{AttentionDims, AttentionLayout, AttentionSaved, BinaryOp, Reduction, UnaryOp};
 use crate::{Device, Error, Result, Tensor};
 
 /// A GPU buffer; none exists in a build without the `wgpu` or `cuda` feature.
@@ -67,8 +67,9 @@ unavailable! {
     fn matmul_bf16(&PackedBf16, &PackedBf16, usize, (usize, usize, usize), (bool, bool)) -> Tensor;
     fn bias_gelu(&Tensor, &Tensor) -> Tensor;
     fn bias_gelu_backward(&Tensor, &Tensor, &Tensor) -> Tensor;
-    fn attention(&Tensor, &Tensor, &Tensor, AttentionDims, f64) -> (Tensor, Tensor);
+    fn attention(&Tensor, &Tensor, &Tensor, AttentionDims, AttentionLayout, f64) -> (Tensor, Tensor);
     fn attention_backward(&AttentionSaved, &Tensor, AttentionDims, f64) -> (Tensor, Tensor, Tensor);
+    fn attention_backward_packed(&AttentionSaved, &Tensor, AttentionDims, AttentionLayout, f64) -> Tensor;
 }
 
 /// No GPU tensor exists here, so no fused attention either.

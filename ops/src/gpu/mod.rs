@@ -16,7 +16,8 @@
 //! - `rows`: row-wise softmax, log-softmax, layer norm, L2 normalisation and
 //!   their backward passes, one cube per row with a shared-memory reduction;
 //! - `attention`: fused scaled dot-product attention, forward and backward,
-//!   that never writes the matrix of probabilities (FlashAttention-2's plan);
+//!   that never writes the matrix of probabilities (FlashAttention-2's plan),
+//!   over separate tensors or the heads of a packed qkv projection in place;
 //! - `matmul`: a batched tiled matrix product (64×64 tiles in shared memory,
 //!   4×4 outputs per unit), with either operand transposed by strides, and
 //!   its bf16 variant (operands packed two to a word, f32 accumulation).
@@ -111,6 +112,56 @@ pub(crate) struct AttentionDims {
     pub m: usize,
     pub d: usize,
     pub e: usize,
+}
+
+/// Where the fused attention finds each entry's rows, so that it can read and
+/// write packed heads in place. Entry `b` is head `b % heads` of image
+/// `b / heads`; row `i` of its q starts at `(image·n + i)·q_row + head·d`, of
+/// its k at `(image·m + i)·k_row + k_at + head·d`, of its v at
+/// `(image·m + i)·v_row + v_at + head·e`, and of its output (and the output's
+/// gradient) at `(image·n + i)·out_row + head·e`. The gradients of q, k and v
+/// are laid out as q, k and v are.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+pub(crate) struct AttentionLayout {
+    pub heads: usize,
+    pub q_row: usize,
+    pub k_row: usize,
+    pub v_row: usize,
+    pub out_row: usize,
+    pub k_at: usize,
+    pub v_at: usize,
+}
+
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+impl AttentionLayout {
+    /// Separate contiguous `[batch, rows, width]` tensors, as `Tensor::attention` takes.
+    pub fn contiguous(d: usize, e: usize) -> Self {
+        AttentionLayout {
+            heads: 1,
+            q_row: d,
+            k_row: d,
+            v_row: e,
+            out_row: e,
+            k_at: 0,
+            v_at: 0,
+        }
+    }
+
+    /// One `[images, t, 3·heads·width]` tensor in, `[images, t, heads·width]`
+    /// out, as `Tensor::qkv_attention` takes.
+    pub fn packed(heads: usize, width: usize) -> Self {
+        let model = heads * width;
+        AttentionLayout {
+            heads,
+            q_row: 3 * model,
+            k_row: 3 * model,
+            v_row: 3 * model,
+            out_row: model,
+            k_at: model,
+            v_at: 2 * model,
+        }
+    }
 }
 
 /// What the fused attention's backward kernels read from the forward pass.

@@ -7,25 +7,116 @@
 //! a row softmax without leaving cache. Saves q, k, v and the probabilities P
 //! (`[.., n, m]`). Backward, with `dO` the output gradient:
 //! `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P∘(dP − rowsum(dP∘P))`,
-//! `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`.
+//! `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`. The per-entry kernels read their
+//! operands through strides, and `qkv_attention` runs them on the heads of a
+//! packed projection in place.
 //!
 //! On a GPU the same rules run in the fused kernels of `gpu::attention`,
 //! which save each query's log-sum-exp instead of P and recompute P from it.
 
 use rayon::prelude::*;
 
-use crate::cpu::gemm::{gemm, GemmElement, MatRef};
+use crate::cpu::gemm::{gemm, gemm_strided, GemmElement, MatRef};
 use crate::error::shape_err;
-use crate::gpu::{self, AttentionDims, AttentionSaved};
+use crate::gpu::{self, AttentionDims, AttentionLayout, AttentionSaved};
 use crate::ops::softmax::softmax_row;
 use crate::{with_dtype, Error, Result, Tensor};
 
+/// One batch entry's sizes: `n` queries, `m` keys, widths `d` (q, k) and `e` (v).
 #[derive(Clone, Copy)]
-struct Dims {
-    n: usize,
-    m: usize,
-    d: usize,
-    e: usize,
+pub(crate) struct Dims {
+    pub n: usize,
+    pub m: usize,
+    pub d: usize,
+    pub e: usize,
+}
+
+/// One batch entry's operands, each read through its strides: `q [n, d]`,
+/// `k [m, d]`, `v [m, e]`. Contiguous for [`Tensor::attention`]; for
+/// [`Tensor::qkv_attention`] they are one head's columns of the packed input.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a, T> {
+    pub q: MatRef<'a, T>,
+    pub k: MatRef<'a, T>,
+    pub v: MatRef<'a, T>,
+}
+
+/// The forward pass of one entry: writes the probabilities `P [n, m]` and
+/// adds `P·V` to the `[n, e]` output whose rows lie `ldo` apart in `out`.
+pub(crate) fn forward_entry<T: GemmElement>(
+    x: Entry<T>,
+    dims: Dims,
+    scale: T,
+    out: &mut [T],
+    ldo: usize,
+    probs: &mut [T],
+) {
+    let Dims { n, m, d, e } = dims;
+    let mut scores = vec![T::zero(); n * m];
+    gemm(n, m, d, x.q, x.k.transposed(), &mut scores, false);
+    crate::cpu::vectorised(|| {
+        for (s_row, p_row) in scores.chunks_exact_mut(m).zip(probs.chunks_exact_mut(m)) {
+            s_row.iter_mut().for_each(|s| *s *= scale);
+            softmax_row(s_row, p_row, false);
+        }
+    });
+    gemm_strided(n, e, m, MatRef::new(probs, m, false), x.v, out, ldo, false);
+}
+
+/// Which of an entry's three gradients.
+#[derive(Clone, Copy)]
+pub(crate) enum Part {
+    Q,
+    K,
+    V,
+}
+
+/// Where one entry's gradients go. Each is lent in turn, as the output of a
+/// product with its leading dimension, so the three may share one buffer.
+pub(crate) trait GradTargets<T> {
+    fn lend(&mut self, part: Part) -> (&mut [T], usize);
+}
+
+/// The backward pass of one entry, from its probabilities `p [n, m]` and the
+/// output gradient `go [n, e]`: adds dQ, dK and dV to the (zeroed) targets.
+pub(crate) fn backward_entry<T: GemmElement>(
+    x: Entry<T>,
+    p: &[T],
+    go: MatRef<T>,
+    dims: Dims,
+    scale: T,
+    targets: &mut impl GradTargets<T>,
+) {
+    let Dims { n, m, d, e } = dims;
+    let p_view = MatRef::new(p, m, false);
+    let (dv, ld) = targets.lend(Part::V);
+    gemm_strided(m, e, n, p_view.transposed(), go, dv, ld, false);
+    let mut ds = vec![T::zero(); n * m];
+    gemm(n, m, e, go, x.v.transposed(), &mut ds, false);
+    crate::cpu::vectorised(|| {
+        for (ds_row, p_row) in ds.chunks_exact_mut(m).zip(p.chunks_exact(m)) {
+            let dot: T = ds_row.iter().zip(p_row).map(|(&a, &b)| a * b).sum();
+            for (x, &pi) in ds_row.iter_mut().zip(p_row) {
+                *x = pi * (*x - dot) * scale;
+            }
+        }
+    });
+    let ds_view = MatRef::new(&ds, m, false);
+    let (dq, ld) = targets.lend(Part::Q);
+    gemm_strided(n, d, m, ds_view, x.k, dq, ld, false);
+    let (dk, ld) = targets.lend(Part::K);
+    gemm_strided(m, d, n, ds_view.transposed(), x.q, dk, ld, false);
+}
+
+/// The contiguous `[.., rows, width]` operands of [`Tensor::attention`]: entry
+/// `b` of each.
+fn entry<'a, T: Copy>(q: &'a [T], k: &'a [T], v: &'a [T], b: usize, dims: Dims) -> Entry<'a, T> {
+    let Dims { n, m, d, e } = dims;
+    Entry {
+        q: MatRef::new(&q[b * n * d..][..n * d], d, false),
+        k: MatRef::new(&k[b * m * d..][..m * d], d, false),
+        v: MatRef::new(&v[b * m * e..][..m * e], e, false),
+    }
 }
 
 fn forward<T: GemmElement>(
@@ -36,46 +127,33 @@ fn forward<T: GemmElement>(
     dims: Dims,
     scale: f64,
 ) -> (Vec<T>, Vec<T>) {
-    let Dims { n, m, d, e } = dims;
+    let Dims { n, m, e, .. } = dims;
     let mut out = vec![T::zero(); batch * n * e];
     let mut probs = vec![T::zero(); batch * n * m];
     let scale = T::from_f64(scale);
     out.par_chunks_mut(n * e)
         .zip(probs.par_chunks_mut(n * m))
         .enumerate()
-        .for_each(|(b, (o, p))| {
-            let (qb, kb, vb) = (
-                &q[b * n * d..][..n * d],
-                &k[b * m * d..][..m * d],
-                &v[b * m * e..][..m * e],
-            );
-            let mut scores = vec![T::zero(); n * m];
-            gemm(
-                n,
-                m,
-                d,
-                MatRef::new(qb, d, false),
-                MatRef::new(kb, d, true),
-                &mut scores,
-                false,
-            );
-            crate::cpu::vectorised(|| {
-                for (s_row, p_row) in scores.chunks_exact_mut(m).zip(p.chunks_exact_mut(m)) {
-                    s_row.iter_mut().for_each(|s| *s *= scale);
-                    softmax_row(s_row, p_row, false);
-                }
-            });
-            gemm(
-                n,
-                e,
-                m,
-                MatRef::new(p, m, false),
-                MatRef::new(vb, e, false),
-                o,
-                false,
-            );
-        });
+        .for_each(|(b, (o, p))| forward_entry(entry(q, k, v, b, dims), dims, scale, o, e, p));
     (out, probs)
+}
+
+/// Separate contiguous gradients of q, k and v, one entry's block of each.
+struct Separate<'a, T> {
+    dq: &'a mut [T],
+    dk: &'a mut [T],
+    dv: &'a mut [T],
+    dims: Dims,
+}
+
+impl<T> GradTargets<T> for Separate<'_, T> {
+    fn lend(&mut self, part: Part) -> (&mut [T], usize) {
+        match part {
+            Part::Q => (&mut *self.dq, self.dims.d),
+            Part::K => (&mut *self.dk, self.dims.d),
+            Part::V => (&mut *self.dv, self.dims.e),
+        }
+    }
 }
 
 struct Saved {
@@ -108,58 +186,11 @@ fn backward<T: GemmElement>(
         .zip(dk.par_chunks_mut(m * d))
         .zip(dv.par_chunks_mut(m * e))
         .enumerate()
-        .for_each(|(b, ((dqb, dkb), dvb))| {
-            let (qb, kb, vb) = (
-                &q[b * n * d..][..n * d],
-                &k[b * m * d..][..m * d],
-                &v[b * m * e..][..m * e],
-            );
-            let (pb, gb) = (&p[b * n * m..][..n * m], &go[b * n * e..][..n * e]);
-            gemm(
-                m,
-                e,
-                n,
-                MatRef::new(pb, m, true),
-                MatRef::new(gb, e, false),
-                dvb,
-                false,
-            );
-            let mut ds = vec![T::zero(); n * m];
-            gemm(
-                n,
-                m,
-                e,
-                MatRef::new(gb, e, false),
-                MatRef::new(vb, e, true),
-                &mut ds,
-                false,
-            );
-            crate::cpu::vectorised(|| {
-                for (ds_row, p_row) in ds.chunks_exact_mut(m).zip(pb.chunks_exact(m)) {
-                    let dot: T = ds_row.iter().zip(p_row).map(|(&a, &b)| a * b).sum();
-                    for (x, &pi) in ds_row.iter_mut().zip(p_row) {
-                        *x = pi * (*x - dot) * scale;
-                    }
-                }
-            });
-            gemm(
-                n,
-                d,
-                m,
-                MatRef::new(&ds, m, false),
-                MatRef::new(kb, d, false),
-                dqb,
-                false,
-            );
-            gemm(
-                m,
-                d,
-                n,
-                MatRef::new(&ds, m, true),
-                MatRef::new(qb, d, false),
-                dkb,
-                false,
-            );
+        .for_each(|(b, ((dq, dk), dv))| {
+            let go = MatRef::new(&go[b * n * e..][..n * e], e, false);
+            let mut targets = Separate { dq, dk, dv, dims };
+            let x = entry(q, k, v, b, dims);
+            backward_entry(x, &p[b * n * m..][..n * m], go, dims, scale, &mut targets);
         });
     Ok(vec![
         Some(Tensor::from_vec(dq, s.q.shape())?),
@@ -186,7 +217,8 @@ fn on_gpu(
         return q.matmul_nt(k)?.mul_scalar(scale)?.softmax()?.matmul(v);
     }
     let launch = AttentionDims { batch, n, m, d, e };
-    let (out, lse) = gpu::attention(q, k, v, launch, scale)?;
+    let layout = AttentionLayout::contiguous(d, e);
+    let (out, lse) = gpu::attention(q, k, v, launch, layout, scale)?;
     let out = out.reshaped_untracked(out_shape);
     let (qs, ks, vs, os) = (q.detach(), k.detach(), v.detach(), out.detach());
     crate::grad::record("attention", &[q, k, v], out, move |g| {
@@ -227,9 +259,13 @@ impl Tensor {
             && &k.shape()[..r - 2] == lead
             && &v.shape()[..r - 2] == lead
             && k.shape()[r - 1] == q.shape()[r - 1]
-            && v.shape()[r - 2] == k.shape()[r - 2];
+            && v.shape()[r - 2] == k.shape()[r - 2]
+            && q.shape()[r - 2..]
+                .iter()
+                .chain(&v.shape()[r - 2..])
+                .all(|&s| s > 0);
         if !ok {
-            return Err(shape_err!(OP, "expects q [.., n, d], k [.., m, d], v [.., m, e] with equal leading axes, got {:?}, {:?}, {:?}", q.shape(), k.shape(), v.shape()));
+            return Err(shape_err!(OP, "expects q [.., n, d], k [.., m, d], v [.., m, e] with equal leading axes and n, m, d, e ≥ 1, got {:?}, {:?}, {:?}", q.shape(), k.shape(), v.shape()));
         }
         let dims = Dims {
             n: q.shape()[r - 2],

@@ -17,6 +17,7 @@ pub mod matmul;
 pub mod narrow;
 pub mod patchify;
 pub mod permute;
+pub mod qkv_attention;
 pub mod reduce;
 pub mod reshape;
 pub mod scalar;
