@@ -63,12 +63,13 @@ pub(crate) fn forward_entry<T: GemmElement>(
     gemm_strided(n, e, m, MatRef::new(probs, m, false), x.v, out, ldo, false);
 }
 
-/// Which of an entry's three gradients.
+/// Which of an entry's three operands (or their gradients); the number is
+/// the operand's place in a packed qkv projection.
 #[derive(Clone, Copy)]
 pub(crate) enum Part {
-    Q,
-    K,
-    V,
+    Q = 0,
+    K = 1,
+    V = 2,
 }
 
 /// Where one entry's gradients go. Each is lent in turn, as the output of a
