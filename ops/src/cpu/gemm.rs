@@ -169,67 +169,34 @@ impl MicroKernel<f32> for Avx2F32 {
     }
 }
 
+/// [`blocked`] with one element type's micro-kernel for one ISA.
+type Blocked<T> = fn(Isa, usize, usize, usize, MatRef<T>, MatRef<T>, &mut [T], usize, bool);
+
 /// Element types the multiply is tuned for; picks the micro-kernel per ISA.
 pub trait GemmElement: ScratchElement {
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_dispatch(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: MatRef<Self>,
-        b: MatRef<Self>,
-        c: &mut [Self],
-        ldc: usize,
-        parallel: bool,
-    );
+    fn blocked_for(isa: Isa) -> Blocked<Self>;
 }
 
 impl GemmElement for f32 {
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_dispatch(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: MatRef<f32>,
-        b: MatRef<f32>,
-        c: &mut [f32],
-        ldc: usize,
-        parallel: bool,
-    ) {
-        match detect_isa() {
+    fn blocked_for(isa: Isa) -> Blocked<f32> {
+        match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => blocked::<f32, Avx512F32>(Isa::Avx512, m, n, k, a, b, c, ldc, parallel),
+            Isa::Avx512 => blocked::<f32, Avx512F32>,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => blocked::<f32, Avx2F32>(Isa::Avx2Fma, m, n, k, a, b, c, ldc, parallel),
-            _ => blocked::<f32, Portable<4, 8>>(Isa::Portable, m, n, k, a, b, c, ldc, parallel),
+            Isa::Avx2Fma => blocked::<f32, Avx2F32>,
+            _ => blocked::<f32, Portable<4, 8>>,
         }
     }
 }
 
 impl GemmElement for f64 {
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_dispatch(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: MatRef<f64>,
-        b: MatRef<f64>,
-        c: &mut [f64],
-        ldc: usize,
-        parallel: bool,
-    ) {
+    fn blocked_for(isa: Isa) -> Blocked<f64> {
         // f64 serves gradient checks on small shapes: the portable kernel, compiled
         // for the detected ISA, is enough.
-        match detect_isa() {
-            Isa::Avx512 => {
-                blocked::<f64, Portable<8, 16>>(Isa::Avx512, m, n, k, a, b, c, ldc, parallel)
-            }
-            Isa::Avx2Fma => {
-                blocked::<f64, Portable<6, 8>>(Isa::Avx2Fma, m, n, k, a, b, c, ldc, parallel)
-            }
-            Isa::Portable => {
-                blocked::<f64, Portable<4, 4>>(Isa::Portable, m, n, k, a, b, c, ldc, parallel)
-            }
+        match isa {
+            Isa::Avx512 => blocked::<f64, Portable<8, 16>>,
+            Isa::Avx2Fma => blocked::<f64, Portable<6, 8>>,
+            Isa::Portable => blocked::<f64, Portable<4, 4>>,
         }
     }
 }
@@ -273,7 +240,8 @@ pub fn gemm_strided<T: GemmElement>(
         "C must be m rows of n with leading dimension ldc"
     );
     if k > 0 {
-        T::gemm_dispatch(m, n, k, a, b, c, ldc, parallel);
+        let isa = detect_isa();
+        T::blocked_for(isa)(isa, m, n, k, a, b, c, ldc, parallel);
     }
 }
 

@@ -16,9 +16,10 @@ use crate::Element;
 
 /// The widest instruction set this CPU offers the kernels. Setting
 /// `MSN_CPU_PORTABLE` (to anything) forces the baseline, to compare or to
-/// rule out a SIMD path.
+/// rule out a SIMD path. `pub` only so that `GemmElement` may name it; this
+/// module is private, so no one outside the crate can.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
+pub enum Isa {
     Avx512,
     Avx2Fma,
     Portable,

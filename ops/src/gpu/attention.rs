@@ -67,20 +67,59 @@ fn stage<F: Float>(
     }
 }
 
-/// Where row 0 of one operand of batch entry `entry` starts: the entry is head
-/// `entry % heads` of image `entry / heads`, the operand has `rows` rows per
-/// image, `row_stride` apart, and its heads start at column `at`, `head_width`
-/// apart (see [`AttentionLayout`]).
-#[cube]
-fn entry_base(
-    entry: u32,
+/// [`AttentionLayout`] as the kernels take it.
+#[derive(CubeLaunch, CubeType)]
+struct Layout {
     heads: u32,
-    rows: u32,
-    row_stride: u32,
-    at: u32,
-    #[comptime] head_width: u32,
-) -> u32 {
-    (entry / heads) * rows * row_stride + at + (entry % heads) * head_width
+    q_row: u32,
+    k_row: u32,
+    v_row: u32,
+    out_row: u32,
+    k_at: u32,
+    v_at: u32,
+}
+
+impl Layout {
+    fn launch<R: Runtime>(l: &AttentionLayout) -> LayoutLaunch<R> {
+        LayoutLaunch::new(
+            l.heads as u32,
+            l.q_row as u32,
+            l.k_row as u32,
+            l.v_row as u32,
+            l.out_row as u32,
+            l.k_at as u32,
+            l.v_at as u32,
+        )
+    }
+}
+
+/// Where row 0 of batch entry `entry`'s q, k, v and output start: the entry
+/// is head `entry % heads` of image `entry / heads`.
+#[derive(CubeType)]
+struct Bases {
+    q: u32,
+    k: u32,
+    v: u32,
+    out: u32,
+}
+
+#[cube]
+fn bases(
+    layout: &Layout,
+    entry: u32,
+    n: u32,
+    m: u32,
+    #[comptime] d: u32,
+    #[comptime] e: u32,
+) -> Bases {
+    let image = entry / layout.heads;
+    let head = entry % layout.heads;
+    Bases {
+        q: image * n * layout.q_row + head * d,
+        k: image * m * layout.k_row + layout.k_at + head * d,
+        v: image * m * layout.v_row + layout.v_at + head * e,
+        out: image * n * layout.out_row + head * e,
+    }
 }
 
 /// `Σ_c a[a_at + c]·b[b_at + c]` over `len` columns of two staged rows.
@@ -113,13 +152,7 @@ fn attention_forward_kernel<F: Float>(
     blocks: u32,
     batches: u32,
     scale: f32,
-    heads: u32,
-    q_row: u32,
-    k_row: u32,
-    v_row: u32,
-    out_row: u32,
-    k_at: u32,
-    v_at: u32,
+    layout: &Layout,
     #[comptime] d: u32,
     #[comptime] e: u32,
 ) {
@@ -129,14 +162,21 @@ fn attention_forward_kernel<F: Float>(
         let first = (cube % blocks) * ROWS;
         let t = UNIT_POS_X;
         let row = first + t;
-        let q_base = entry_base(entry, heads, n, q_row, 0u32, d);
-        let k_base = entry_base(entry, heads, m, k_row, k_at, d);
-        let v_base = entry_base(entry, heads, m, v_row, v_at, e);
-        let out_base = entry_base(entry, heads, n, out_row, 0u32, e);
+        let base = bases(layout, entry, n, m, d, e);
         let mut q_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
         let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
-        stage::<F>(q, q_base, q_row, first, n, &mut q_own, ROWS, d, d + 1);
+        stage::<F>(
+            q,
+            base.q,
+            layout.q_row,
+            first,
+            n,
+            &mut q_own,
+            ROWS,
+            d,
+            d + 1,
+        );
         sync_cube();
         // In registers, the query costs no shared-memory read in the score
         // loop, whose key reads are broadcasts to the whole warp.
@@ -157,8 +197,8 @@ fn attention_forward_kernel<F: Float>(
         let mut j0 = 0u32;
         while j0 < m {
             sync_cube();
-            stage::<F>(k, k_base, k_row, j0, m, &mut k_tile, TILE, d, d);
-            stage::<F>(v, v_base, v_row, j0, m, &mut v_tile, TILE, e, e);
+            stage::<F>(k, base.k, layout.k_row, j0, m, &mut k_tile, TILE, d, d);
+            stage::<F>(v, base.v, layout.v_row, j0, m, &mut v_tile, TILE, e, e);
             sync_cube();
             let mut tile_max = F::cast_from(NO_SCORE);
             #[unroll]
@@ -199,7 +239,7 @@ fn attention_forward_kernel<F: Float>(
         }
         if row < n {
             let inv = F::recip(running_sum);
-            let at = out_base + row * out_row;
+            let at = base.out + row * layout.out_row;
             #[unroll]
             for c in 0..e {
                 out[(at + c) as usize] = acc[c as usize] * inv;
@@ -226,13 +266,7 @@ fn attention_dq_kernel<F: Float>(
     blocks: u32,
     batches: u32,
     scale: f32,
-    heads: u32,
-    q_row: u32,
-    k_row: u32,
-    v_row: u32,
-    out_row: u32,
-    k_at: u32,
-    v_at: u32,
+    layout: &Layout,
     #[comptime] d: u32,
     #[comptime] e: u32,
 ) {
@@ -243,19 +277,36 @@ fn attention_dq_kernel<F: Float>(
         let t = UNIT_POS_X;
         let row = first + t;
         let own_row = min(row, n - 1);
-        let q_base = entry_base(entry, heads, n, q_row, 0u32, d);
-        let k_base = entry_base(entry, heads, m, k_row, k_at, d);
-        let v_base = entry_base(entry, heads, m, v_row, v_at, e);
-        let out_base = entry_base(entry, heads, n, out_row, 0u32, e);
+        let base = bases(layout, entry, n, m, d, e);
         let mut q_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
         let mut go_own = SharedMemory::<F>::new(comptime!((ROWS * (e + 1)) as usize));
         let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
-        stage::<F>(q, q_base, q_row, first, n, &mut q_own, ROWS, d, d + 1);
-        stage::<F>(go, out_base, out_row, first, n, &mut go_own, ROWS, e, e + 1);
+        stage::<F>(
+            q,
+            base.q,
+            layout.q_row,
+            first,
+            n,
+            &mut q_own,
+            ROWS,
+            d,
+            d + 1,
+        );
+        stage::<F>(
+            go,
+            base.out,
+            layout.out_row,
+            first,
+            n,
+            &mut go_own,
+            ROWS,
+            e,
+            e + 1,
+        );
         sync_cube();
         let mut delta_own = F::new(0.0);
-        let o_at = out_base + own_row * out_row;
+        let o_at = base.out + own_row * layout.out_row;
         #[unroll]
         for c in 0..e {
             delta_own += go_own[(t * (e + 1) + c) as usize] * o[(o_at + c) as usize];
@@ -270,8 +321,8 @@ fn attention_dq_kernel<F: Float>(
         let mut j0 = 0u32;
         while j0 < m {
             sync_cube();
-            stage::<F>(k, k_base, k_row, j0, m, &mut k_tile, TILE, d, d);
-            stage::<F>(v, v_base, v_row, j0, m, &mut v_tile, TILE, e, e);
+            stage::<F>(k, base.k, layout.k_row, j0, m, &mut k_tile, TILE, d, d);
+            stage::<F>(v, base.v, layout.v_row, j0, m, &mut v_tile, TILE, e, e);
             sync_cube();
             let mut jj = 0u32;
             while jj < min(TILE, m - j0) {
@@ -288,7 +339,7 @@ fn attention_dq_kernel<F: Float>(
             j0 += TILE;
         }
         if row < n {
-            let at = q_base + row * q_row;
+            let at = base.q + row * layout.q_row;
             #[unroll]
             for c in 0..d {
                 dq[(at + c) as usize] = acc[c as usize] * scale;
@@ -315,13 +366,7 @@ fn attention_dkv_kernel<F: Float>(
     blocks: u32,
     batches: u32,
     scale: f32,
-    heads: u32,
-    q_row: u32,
-    k_row: u32,
-    v_row: u32,
-    out_row: u32,
-    k_at: u32,
-    v_at: u32,
+    layout: &Layout,
     #[comptime] d: u32,
     #[comptime] e: u32,
 ) {
@@ -331,18 +376,35 @@ fn attention_dkv_kernel<F: Float>(
         let first = (cube % blocks) * ROWS;
         let t = UNIT_POS_X;
         let row = first + t;
-        let q_base = entry_base(entry, heads, n, q_row, 0u32, d);
-        let k_base = entry_base(entry, heads, m, k_row, k_at, d);
-        let v_base = entry_base(entry, heads, m, v_row, v_at, e);
-        let out_base = entry_base(entry, heads, n, out_row, 0u32, e);
+        let base = bases(layout, entry, n, m, d, e);
         let mut k_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
         let mut v_own = SharedMemory::<F>::new(comptime!((ROWS * (e + 1)) as usize));
         let mut q_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut go_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
         let mut lse_tile = SharedMemory::<F>::new(comptime!(TILE as usize));
         let mut delta_tile = SharedMemory::<F>::new(comptime!(TILE as usize));
-        stage::<F>(k, k_base, k_row, first, m, &mut k_own, ROWS, d, d + 1);
-        stage::<F>(v, v_base, v_row, first, m, &mut v_own, ROWS, e, e + 1);
+        stage::<F>(
+            k,
+            base.k,
+            layout.k_row,
+            first,
+            m,
+            &mut k_own,
+            ROWS,
+            d,
+            d + 1,
+        );
+        stage::<F>(
+            v,
+            base.v,
+            layout.v_row,
+            first,
+            m,
+            &mut v_own,
+            ROWS,
+            e,
+            e + 1,
+        );
         let scale = F::cast_from(scale);
         let mut acc_k = Array::<F>::new(comptime!(d as usize));
         let mut acc_v = Array::<F>::new(comptime!(e as usize));
@@ -357,8 +419,18 @@ fn attention_dkv_kernel<F: Float>(
         let mut i0 = 0u32;
         while i0 < n {
             sync_cube();
-            stage::<F>(q, q_base, q_row, i0, n, &mut q_tile, TILE, d, d);
-            stage::<F>(go, out_base, out_row, i0, n, &mut go_tile, TILE, e, e);
+            stage::<F>(q, base.q, layout.q_row, i0, n, &mut q_tile, TILE, d, d);
+            stage::<F>(
+                go,
+                base.out,
+                layout.out_row,
+                i0,
+                n,
+                &mut go_tile,
+                TILE,
+                e,
+                e,
+            );
             stage::<F>(lse, entry * n, 1u32, i0, n, &mut lse_tile, TILE, 1u32, 1u32);
             stage::<F>(
                 delta,
@@ -391,12 +463,12 @@ fn attention_dkv_kernel<F: Float>(
             i0 += TILE;
         }
         if row < m {
-            let k_at_row = k_base + row * k_row;
+            let k_at_row = base.k + row * layout.k_row;
             #[unroll]
             for c in 0..d {
                 dk[(k_at_row + c) as usize] = acc_k[c as usize] * scale;
             }
-            let v_at_row = v_base + row * v_row;
+            let v_at_row = base.v + row * layout.v_row;
             #[unroll]
             for c in 0..e {
                 dv[(v_at_row + c) as usize] = acc_v[c as usize];
@@ -462,13 +534,7 @@ pub(crate) fn attention(
             blocks as u32,
             batch as u32,
             scale as f32,
-            l.heads as u32,
-            l.q_row as u32,
-            l.k_row as u32,
-            l.v_row as u32,
-            l.out_row as u32,
-            l.k_at as u32,
-            l.v_at as u32,
+            Layout::launch::<R>(&l),
             d as u32,
             e as u32,
         ));
@@ -564,13 +630,7 @@ fn launch_backward(
                 q_blocks as u32,
                 batch as u32,
                 scale as f32,
-                l.heads as u32,
-                l.q_row as u32,
-                l.k_row as u32,
-                l.v_row as u32,
-                l.out_row as u32,
-                l.k_at as u32,
-                l.v_at as u32,
+                Layout::launch::<R>(&l),
                 d as u32,
                 e as u32,
             );
@@ -591,13 +651,7 @@ fn launch_backward(
                 k_blocks as u32,
                 batch as u32,
                 scale as f32,
-                l.heads as u32,
-                l.q_row as u32,
-                l.k_row as u32,
-                l.v_row as u32,
-                l.out_row as u32,
-                l.k_at as u32,
-                l.v_at as u32,
+                Layout::launch::<R>(&l),
                 d as u32,
                 e as u32,
             );
