@@ -16,7 +16,8 @@
 //! its products and waits for the device at the end. A bf16 product includes
 //! rounding and packing both operands, as every product under autocast does.
 //! `MSN_BENCH_DEVICE` picks the runtime; `MSN_BENCH_QUICK=1` shrinks the shapes
-//! to check the benchmark itself on a software driver.
+//! to check the benchmark itself on a software driver; `MSN_GPU_TENSOR_CORES=0`
+//! runs the bf16 products on FMAs where tensor cores would take them.
 
 use std::time::Instant;
 
@@ -51,13 +52,17 @@ fn matmul(c: &mut Criterion) {
     let square = if quick { 256 } else { 4096 };
     let mut group = c.benchmark_group(format!("matmul on {device}"));
     group.sample_size(10);
-    for (m, k, n, what) in [
-        (rows, 384, 1152, "qkv"),
-        (rows, 384, 1536, "fc1"),
-        (rows, 1536, 384, "fc2"),
-        (square, square, square, "square"),
+    // The forward products, and a weight gradient: x_ᵀ·dy over every token,
+    // whose few output tiles the product cuts along k (split-K).
+    for (m, k, n, what, transposed_a) in [
+        (rows, 384, 1152, "qkv", false),
+        (rows, 384, 1536, "fc1", false),
+        (rows, 1536, 384, "fc2", false),
+        (384, rows, 1152, "qkv weight gradient", true),
+        (square, square, square, "square", false),
     ] {
-        let (a, b) = (tensor(&[m, k], device), tensor(&[k, n], device));
+        let a_shape = if transposed_a { [k, m] } else { [m, k] };
+        let (a, b) = (tensor(&a_shape, device), tensor(&[k, n], device));
         group.throughput(Throughput::Elements((2 * m * n * k) as u64));
         for precision in [Precision::F32, Precision::Bf16] {
             let id = BenchmarkId::new(format!("{what} {precision}"), format!("{m}x{k}x{n}"));
@@ -65,7 +70,7 @@ fn matmul(c: &mut Criterion) {
                 bench.iter_custom(|iters| {
                     let _precision = autocast(precision);
                     timed(device, iters, || {
-                        black_box(a.matmul(&b).unwrap());
+                        black_box(a.matmul_with(&b, transposed_a, false).unwrap());
                     })
                 })
             });

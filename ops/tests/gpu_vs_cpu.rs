@@ -256,6 +256,42 @@ fn kernels_agree_past_tile_block_and_grid_edges() {
     });
 }
 
+/// Every plan of the GPU product (64- and 128-wide tiles, split-K, tensor
+/// cores where the device has them), all four transposes, in f32 and bf16:
+/// 130 × 133 crosses both tile widths, and k = 70 leaves each split a partial
+/// last slice.
+#[test]
+fn every_matmul_plan_agrees_with_the_cpu() {
+    for device in devices() {
+        for precision in [Precision::F32, Precision::Bf16] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let (m, n, k) = (130, 133, 70);
+                let a = random(&if ta { [2, k, m] } else { [2, m, k] }, 41);
+                let b = random(&if tb { [2, n, k] } else { [2, k, n] }, 42);
+                let round = |t: &Tensor| match precision {
+                    Precision::Bf16 => checks::rounded_to_bf16(t).unwrap(),
+                    Precision::F32 => t.clone(),
+                };
+                let expected = round(&a).matmul_with(&round(&b), ta, tb).unwrap();
+                let (ad, bd) = (a.to_device(device).unwrap(), b.to_device(device).unwrap());
+                let products = checks::gpu_matmul_every_plan(&ad, &bd, (ta, tb), precision)
+                    .unwrap_or_else(|e| panic!("matmul on {device}: {e}"));
+                assert!(products.len() >= 4, "every FMA plan runs");
+                for (plan, product) in products {
+                    assert_eq!(product.shape(), expected.shape(), "{plan}");
+                    let got = product.to_vec_f32();
+                    for (i, (c, d)) in expected.to_vec_f32().iter().zip(&got).enumerate() {
+                        assert!(
+                            (c - d).abs() <= 1e-4 * (1.0 + c.abs()),
+                            "{plan} ({precision}, ta {ta}, tb {tb}) on {device}: [{i}] cpu {c}, device {d}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn a_tensor_moves_between_devices_and_back() {
     for device in devices() {

@@ -38,11 +38,18 @@ for part in "${@:-tests}"; do
         ;;
     bench)
         logged bench "$bin/gpu_bench" --bench --warm-up-time 1 --measurement-time 3
+        # bf16 products on FMAs too, to see what the tensor cores bring.
+        MSN_GPU_TENSOR_CORES=0 logged bench "$bin/gpu_bench" --bench --warm-up-time 1 \
+            --measurement-time 3 "matmul.*bf16"
         ;;
     throughput)
         for precision in f32 bf16; do
             logged throughput "$bin/msn" bench --preset msn-vit-small-16 --batch-size 64 \
                 --device cuda --precision "$precision" --steps 10 --warmup 3
+            if [ "$precision" = bf16 ]; then
+                MSN_GPU_TENSOR_CORES=0 logged throughput "$bin/msn" bench --preset msn-vit-small-16 \
+                    --batch-size 64 --device cuda --precision bf16 --steps 10 --warmup 3
+            fi
             flag=""
             if [ "$precision" = bf16 ]; then flag=--bf16; fi
             (cd tools/reference && logged throughput python3 msn_throughput.py \

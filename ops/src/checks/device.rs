@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{Case, OpCheck};
+use crate::error::shape_err;
 use crate::{autocast, round_to_bf16, DType, Device, Precision, Result, Tape, Tensor};
 
 /// Agreement of one case between the CPU and a device.
@@ -139,4 +140,34 @@ fn compare_runs(
             worst_at: worst.1,
         },
     ))
+}
+
+/// The GPU product `op(a)·op(b)` of two batches of matrices `[batch, rows,
+/// cols]` on their device, under every plan of the GPU matrix product that
+/// the device can run (tile sizes, split-K, tensor cores), each named. The
+/// product's own choice depends on the device's size; the tests must reach
+/// every kernel on any device.
+pub fn gpu_matmul_every_plan(
+    a: &Tensor,
+    b: &Tensor,
+    (ta, tb): (bool, bool),
+    precision: Precision,
+) -> Result<Vec<(String, Tensor)>> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() != 3 || sb.len() != 3 || sa[0] != sb[0] {
+        return Err(shape_err!(
+            "matmul",
+            "expected two batches [batch, rows, cols], got {sa:?} and {sb:?}"
+        ));
+    }
+    let (m, k) = if ta { (sa[2], sa[1]) } else { (sa[1], sa[2]) };
+    let (kb, n) = if tb { (sb[2], sb[1]) } else { (sb[1], sb[2]) };
+    if k != kb {
+        return Err(shape_err!(
+            "matmul",
+            "inner sizes differ: {sa:?} and {sb:?}"
+        ));
+    }
+    let bf16 = precision == Precision::Bf16;
+    crate::gpu::matmul_every_plan(a, b, sa[0], (m, n, k), (ta, tb), bf16)
 }

@@ -10,7 +10,8 @@ mod device;
 mod random;
 
 pub use device::{
-    compare_bf16_with_cpu, compare_with_cpu, rounded_to_bf16, DeviceReport, DEVICE_TOLERANCE,
+    compare_bf16_with_cpu, compare_with_cpu, gpu_matmul_every_plan, rounded_to_bf16, DeviceReport,
+    DEVICE_TOLERANCE,
 };
 
 use autograd::{check_gradients, GradCheckReport, Tolerance};

@@ -65,6 +65,7 @@ unavailable! {
     fn matmul(&Tensor, &Tensor, usize, (usize, usize, usize), (bool, bool)) -> Tensor;
     fn pack_bf16(&Tensor) -> PackedBf16;
     fn matmul_bf16(&PackedBf16, &PackedBf16, usize, (usize, usize, usize), (bool, bool)) -> Tensor;
+    fn matmul_every_plan(&Tensor, &Tensor, usize, (usize, usize, usize), (bool, bool), bool) -> Vec<(String, Tensor)>;
     fn bias_gelu(&Tensor, &Tensor) -> Tensor;
     fn bias_gelu_backward(&Tensor, &Tensor, &Tensor) -> Tensor;
     fn attention(&Tensor, &Tensor, &Tensor, AttentionDims, AttentionLayout, f64) -> (Tensor, Tensor);

@@ -18,9 +18,11 @@
 //! - `attention`: fused scaled dot-product attention, forward and backward,
 //!   that never writes the matrix of probabilities (FlashAttention-2's plan),
 //!   over separate tensors or the heads of a packed qkv projection in place;
-//! - `matmul`: a batched tiled matrix product (64×64 tiles in shared memory,
-//!   4×4 outputs per unit), with either operand transposed by strides, and
-//!   its bf16 variant (operands packed two to a word, f32 accumulation).
+//! - `matmul`: a batched matrix product, either operand transposed by
+//!   strides, in f32 or bf16 (operands packed two to a word, f32
+//!   accumulation): shared-memory tiles of 64×64 or 128×128, split-K for
+//!   products with few tiles, and tensor cores (`cmma`) for bf16 where the
+//!   runtime has them; a plan picks one per product.
 
 use crate::Tensor;
 
