@@ -6,7 +6,9 @@
 //! into panels of `MR` rows and runs a register-tiled micro-kernel that keeps an
 //! `MR×NR` tile of C in vector registers for the whole k block. Operands are
 //! read through (row stride, column stride), so transposed inputs cost nothing
-//! beyond a different packing walk.
+//! beyond a different packing walk. When B is small enough to stay in cache
+//! packed whole ([`RESIDENT_B_BYTES`]), it is packed once for every k block
+//! and each row block walks the k blocks itself, so its rows of C stay hot.
 //!
 //! The micro-kernel is plain Rust over fixed-size arrays; it is compiled once
 //! per instruction set (AVX-512, AVX2+FMA, portable) and chosen at run time, so
@@ -20,6 +22,12 @@ use crate::Element;
 
 const KC: usize = 256;
 const MC: usize = 96;
+/// A packed B up to this size is packed whole, every k block at once, and
+/// each row block then runs all its k blocks in turn while its rows of C stay
+/// in cache: C is read and written once instead of once per k block, and the
+/// threads meet once instead of twice per k block. The budget leaves room in
+/// a 1 MiB L2 for a packed block of A (96 KiB) and the rows of C.
+const RESIDENT_B_BYTES: usize = 640 * 1024;
 /// The largest micro-kernel tile, MR·NR (AVX-512's 8×32): room for any
 /// kernel's tile on the stack, so a row block allocates nothing for it.
 const MAX_TILE: usize = 8 * 32;
@@ -259,46 +267,97 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
 ) {
     let nr = K::NR;
     let n_panels = n.div_ceil(nr);
+    let run = |ib: usize, c_rows: &mut [T], k0: usize, kc: usize, packed_b: &[T]| {
+        // Every block but the last ends with its last row's gap to the next.
+        let mc = (c_rows.len() + ldc - n) / ldc;
+        let job = RowBlock {
+            a,
+            i0: ib * MC,
+            mc,
+            k0,
+            kc,
+            n,
+            ldc,
+            packed_b,
+            c_rows,
+        };
+        match isa {
+            // SAFETY: the ISA was detected at run time.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { row_block_avx512::<T, K>(job) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => unsafe { row_block_avx2::<T, K>(job) },
+            // SAFETY: the portable kernel needs no particular ISA.
+            _ => unsafe { row_block::<T, K>(job) },
+        }
+    };
+    let parallel_rows = parallel && m > MC;
+    let parallel_pack = parallel && m * n * KC.min(k) >= crate::cpu::PARALLEL_MIN_ELEMENTS * 8;
+    // B's panels are panels of Bᵀ's rows: `nr` columns of B each.
+    let pack = |k0: usize, kc: usize, jp: usize, panel: &mut [T]| {
+        let cols = nr.min(n - jp * nr);
+        pack_panel(b.transposed(), jp * nr, cols, k0, kc, nr, panel)
+    };
+    let resident = k > KC && n_panels * k * nr * std::mem::size_of::<T>() <= RESIDENT_B_BYTES;
+    if resident {
+        // All of B packed at once, k block after k block; then each row block
+        // runs every k block in turn while its rows of C stay in cache.
+        let mut packed_b = Scratch::take(Role::PackedB, n_panels * k * nr);
+        let mut panels = Vec::with_capacity(n_panels * k.div_ceil(KC));
+        let mut rest = &mut packed_b[..n_panels * k * nr];
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let (block, tail) = rest.split_at_mut(n_panels * kc * nr);
+            rest = tail;
+            panels.extend(
+                block
+                    .chunks_mut(kc * nr)
+                    .enumerate()
+                    .map(|(jp, p)| (k0, kc, jp, p)),
+            );
+        }
+        if parallel_pack {
+            panels
+                .into_par_iter()
+                .for_each(|(k0, kc, jp, p)| pack(k0, kc, jp, p));
+        } else {
+            panels
+                .into_iter()
+                .for_each(|(k0, kc, jp, p)| pack(k0, kc, jp, p));
+        }
+        let packed_b = &*packed_b;
+        let row_block = |(ib, c_rows): (usize, &mut [T])| {
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                run(
+                    ib,
+                    &mut *c_rows,
+                    k0,
+                    kc,
+                    &packed_b[n_panels * k0 * nr..][..n_panels * kc * nr],
+                );
+            }
+        };
+        if parallel_rows {
+            c.par_chunks_mut(MC * ldc).enumerate().for_each(row_block);
+        } else {
+            c.chunks_mut(MC * ldc).enumerate().for_each(row_block);
+        }
+        return;
+    }
     let mut packed_b = Scratch::take(Role::PackedB, n_panels * KC.min(k) * nr);
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let panels = &mut packed_b[..n_panels * kc * nr];
-        // B's panels are panels of Bᵀ's rows: `nr` columns of B each.
-        let pack = |(jp, panel): (usize, &mut [T])| {
-            let cols = nr.min(n - jp * nr);
-            pack_panel(b.transposed(), jp * nr, cols, k0, kc, nr, panel)
-        };
-        if parallel && m * n * kc >= crate::cpu::PARALLEL_MIN_ELEMENTS * 8 {
+        let pack = |(jp, panel): (usize, &mut [T])| pack(k0, kc, jp, panel);
+        if parallel_pack {
             panels.par_chunks_mut(kc * nr).enumerate().for_each(pack);
         } else {
             panels.chunks_mut(kc * nr).enumerate().for_each(pack);
         }
         let packed_b = &*panels;
-        let row_block = |(ib, c_rows): (usize, &mut [T])| {
-            // Every block but the last ends with its last row's gap to the next.
-            let mc = (c_rows.len() + ldc - n) / ldc;
-            let job = RowBlock {
-                a,
-                i0: ib * MC,
-                mc,
-                k0,
-                kc,
-                n,
-                ldc,
-                packed_b,
-                c_rows,
-            };
-            match isa {
-                // SAFETY: the ISA was detected at run time.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { row_block_avx512::<T, K>(job) },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2Fma => unsafe { row_block_avx2::<T, K>(job) },
-                // SAFETY: the portable kernel needs no particular ISA.
-                _ => unsafe { row_block::<T, K>(job) },
-            }
-        };
-        if parallel && m > MC {
+        let row_block = |(ib, c_rows): (usize, &mut [T])| run(ib, c_rows, k0, kc, packed_b);
+        if parallel_rows {
             c.par_chunks_mut(MC * ldc).enumerate().for_each(row_block);
         } else {
             c.chunks_mut(MC * ldc).enumerate().for_each(row_block);
@@ -456,9 +515,24 @@ mod tests {
 
     /// Every layout at sizes that leave partial panels and k blocks. The error
     /// allowed is `tolerance` times 4k, the bound on Σ|a·b| (|a|, |b| ≤ 2),
-    /// which sets the scale of the rounding.
+    /// which sets the scale of the rounding. Both orders of the k blocks run:
+    /// B packed whole (the sizes with several k blocks and a small B), and B
+    /// packed one k block at a time (the last size).
     fn check<T: GemmElement>(tolerance: f64) {
-        for &(m, n, k) in &[(1, 1, 1), (7, 33, 5), (97, 45, 300), (200, 17, 513)] {
+        let size = std::mem::size_of::<T>();
+        let widest_panel = 32;
+        for &(_, n, k) in &[(97, 45, 300), (200, 17, 513)] {
+            assert!(k > KC && (n + widest_panel) * k * size <= RESIDENT_B_BYTES);
+        }
+        assert!(600 * 300 * size > RESIDENT_B_BYTES);
+        let sizes = [
+            (1, 1, 1),
+            (7, 33, 5),
+            (97, 45, 300),
+            (200, 17, 513),
+            (100, 600, 300),
+        ];
+        for &(m, n, k) in &sizes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a: Vec<T> = (0..m * k)
                     .map(|i| T::from_f64(((i * 37 % 101) as f64 - 50.0) / 25.0))
