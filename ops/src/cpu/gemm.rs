@@ -293,70 +293,45 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     };
     let parallel_rows = parallel && m > MC;
     let parallel_pack = parallel && m * n * KC.min(k) >= crate::cpu::PARALLEL_MIN_ELEMENTS * 8;
-    // B's panels are panels of Bᵀ's rows: `nr` columns of B each.
-    let pack = |k0: usize, kc: usize, jp: usize, panel: &mut [T]| {
-        let cols = nr.min(n - jp * nr);
-        pack_panel(b.transposed(), jp * nr, cols, k0, kc, nr, panel)
-    };
     let resident = k > KC && n_panels * k * nr * std::mem::size_of::<T>() <= RESIDENT_B_BYTES;
-    if resident {
-        // All of B packed at once, k block after k block; then each row block
-        // runs every k block in turn while its rows of C stay in cache.
-        let mut packed_b = Scratch::take(Role::PackedB, n_panels * k * nr);
-        let mut panels = Vec::with_capacity(n_panels * k.div_ceil(KC));
-        let mut rest = &mut packed_b[..n_panels * k * nr];
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
+    // k block `kb` covers `k0..k0 + kc`.
+    let k_block = |kb: usize| (kb * KC, KC.min(k - kb * KC));
+    let k_blocks = k.div_ceil(KC);
+    // A phase packs its k blocks of B, then each row block runs them in turn:
+    // one phase for all of a resident B, else one per k block.
+    let per_phase = if resident { k_blocks } else { 1 };
+    let mut packed_b = Scratch::take(Role::PackedB, n_panels * nr * KC.min(k) * per_phase);
+    for first in (0..k_blocks).step_by(per_phase) {
+        let phase = first..first + per_phase;
+        let mut panels = Vec::with_capacity(n_panels * per_phase);
+        let mut rest = &mut packed_b[..];
+        for kb in phase.clone() {
+            let (k0, kc) = k_block(kb);
             let (block, tail) = rest.split_at_mut(n_panels * kc * nr);
             rest = tail;
-            panels.extend(
-                block
-                    .chunks_mut(kc * nr)
-                    .enumerate()
-                    .map(|(jp, p)| (k0, kc, jp, p)),
-            );
+            let block_panels = block.chunks_mut(kc * nr).enumerate();
+            panels.extend(block_panels.map(|(jp, panel)| (k0, kc, jp, panel)));
         }
+        let pack = |(k0, kc, jp, panel): (usize, usize, usize, &mut [T])| {
+            // B's panels are panels of Bᵀ's rows: `nr` columns of B each.
+            let cols = nr.min(n - jp * nr);
+            pack_panel(b.transposed(), jp * nr, cols, k0, kc, nr, panel)
+        };
         if parallel_pack {
-            panels
-                .into_par_iter()
-                .for_each(|(k0, kc, jp, p)| pack(k0, kc, jp, p));
+            panels.into_par_iter().for_each(pack);
         } else {
-            panels
-                .into_iter()
-                .for_each(|(k0, kc, jp, p)| pack(k0, kc, jp, p));
+            panels.into_iter().for_each(pack);
         }
         let packed_b = &*packed_b;
         let row_block = |(ib, c_rows): (usize, &mut [T])| {
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
-                run(
-                    ib,
-                    &mut *c_rows,
-                    k0,
-                    kc,
-                    &packed_b[n_panels * k0 * nr..][..n_panels * kc * nr],
-                );
+            let mut at = 0;
+            for kb in phase.clone() {
+                let (k0, kc) = k_block(kb);
+                let len = n_panels * kc * nr;
+                run(ib, &mut *c_rows, k0, kc, &packed_b[at..][..len]);
+                at += len;
             }
         };
-        if parallel_rows {
-            c.par_chunks_mut(MC * ldc).enumerate().for_each(row_block);
-        } else {
-            c.chunks_mut(MC * ldc).enumerate().for_each(row_block);
-        }
-        return;
-    }
-    let mut packed_b = Scratch::take(Role::PackedB, n_panels * KC.min(k) * nr);
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
-        let panels = &mut packed_b[..n_panels * kc * nr];
-        let pack = |(jp, panel): (usize, &mut [T])| pack(k0, kc, jp, panel);
-        if parallel_pack {
-            panels.par_chunks_mut(kc * nr).enumerate().for_each(pack);
-        } else {
-            panels.chunks_mut(kc * nr).enumerate().for_each(pack);
-        }
-        let packed_b = &*panels;
-        let row_block = |(ib, c_rows): (usize, &mut [T])| run(ib, c_rows, k0, kc, packed_b);
         if parallel_rows {
             c.par_chunks_mut(MC * ldc).enumerate().for_each(row_block);
         } else {

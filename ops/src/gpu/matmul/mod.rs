@@ -63,11 +63,11 @@ pub(crate) fn plan(
     multiprocessors: u32,
     tensor_cores: bool,
 ) -> Plan {
-    let cubes = |tile: usize| batch * m.div_ceil(tile) * n.div_ceil(tile);
-    let cores = multiprocessors.max(1) as usize;
     if tensor_cores {
         return Plan::TensorCores;
     }
+    let cubes = |tile: usize| batch * m.div_ceil(tile) * n.div_ceil(tile);
+    let cores = multiprocessors.max(1) as usize;
     if cubes(128) >= 2 * cores {
         return Plan::Tiled {
             tile: 128,

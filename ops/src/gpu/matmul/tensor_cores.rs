@@ -69,32 +69,8 @@ pub(super) fn tensor_core_kernel(
             0.0f32,
         ));
     }
-    let mut a_frags = Sequence::<cmma::Matrix<bf16>>::new();
-    #[unroll]
-    for _ in 0..2usize {
-        a_frags.push(unsafe {
-            cmma::Matrix::<bf16>::uninitialized(
-                cmma::MatrixIdent::A,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::RowMajor,
-            )
-        });
-    }
-    let mut b_frags = Sequence::<cmma::Matrix<bf16>>::new();
-    #[unroll]
-    for _ in 0..4usize {
-        b_frags.push(unsafe {
-            cmma::Matrix::<bf16>::uninitialized(
-                cmma::MatrixIdent::B,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::RowMajor,
-            )
-        });
-    }
+    let a_frags = operand_fragments(cmma::MatrixIdent::A, 2usize);
+    let b_frags = operand_fragments(cmma::MatrixIdent::B, 4usize);
 
     let mut k0 = 0u32;
     while k0 < k {
@@ -171,4 +147,26 @@ pub(super) fn tensor_core_kernel(
             sync_plane();
         }
     }
+}
+
+/// `count` bf16 operand fragments (`ident` A or B), row-major, loaded later.
+#[cube]
+fn operand_fragments(
+    #[comptime] ident: cmma::MatrixIdent,
+    #[comptime] count: usize,
+) -> Sequence<cmma::Matrix<bf16>> {
+    let mut fragments = Sequence::<cmma::Matrix<bf16>>::new();
+    #[unroll]
+    for _ in 0..count {
+        fragments.push(unsafe {
+            cmma::Matrix::<bf16>::uninitialized(
+                ident,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::RowMajor,
+            )
+        });
+    }
+    fragments
 }
