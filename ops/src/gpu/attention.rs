@@ -67,6 +67,33 @@ fn stage<F: Float>(
     }
 }
 
+/// The cube's own [`ROWS`] rows of `width` from row `first` on (see [`stage`]),
+/// in shared memory with rows padded by one element, so that the units of a
+/// warp, each reading its own row, read different banks.
+#[cube]
+fn own_rows<F: Float>(
+    from: &Array<F>,
+    base: u32,
+    row_stride: u32,
+    first: u32,
+    rows: u32,
+    #[comptime] width: u32,
+) -> SharedMemory<F> {
+    let mut own = SharedMemory::<F>::new(comptime!((ROWS * (width + 1)) as usize));
+    stage::<F>(
+        from,
+        base,
+        row_stride,
+        first,
+        rows,
+        &mut own,
+        ROWS,
+        width,
+        width + 1,
+    );
+    own
+}
+
 /// [`AttentionLayout`] as the kernels take it.
 #[derive(CubeLaunch, CubeType)]
 struct Layout {
@@ -163,20 +190,9 @@ fn attention_forward_kernel<F: Float>(
         let t = UNIT_POS_X;
         let row = first + t;
         let base = bases(layout, entry, n, m, d, e);
-        let mut q_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
         let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
-        stage::<F>(
-            q,
-            base.q,
-            layout.q_row,
-            first,
-            n,
-            &mut q_own,
-            ROWS,
-            d,
-            d + 1,
-        );
+        let q_own = own_rows::<F>(q, base.q, layout.q_row, first, n, d);
         sync_cube();
         // In registers, the query costs no shared-memory read in the score
         // loop, whose key reads are broadcasts to the whole warp.
@@ -278,32 +294,10 @@ fn attention_dq_kernel<F: Float>(
         let row = first + t;
         let own_row = min(row, n - 1);
         let base = bases(layout, entry, n, m, d, e);
-        let mut q_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
-        let mut go_own = SharedMemory::<F>::new(comptime!((ROWS * (e + 1)) as usize));
         let mut k_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut v_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
-        stage::<F>(
-            q,
-            base.q,
-            layout.q_row,
-            first,
-            n,
-            &mut q_own,
-            ROWS,
-            d,
-            d + 1,
-        );
-        stage::<F>(
-            go,
-            base.out,
-            layout.out_row,
-            first,
-            n,
-            &mut go_own,
-            ROWS,
-            e,
-            e + 1,
-        );
+        let q_own = own_rows::<F>(q, base.q, layout.q_row, first, n, d);
+        let go_own = own_rows::<F>(go, base.out, layout.out_row, first, n, e);
         sync_cube();
         let mut delta_own = F::new(0.0);
         let o_at = base.out + own_row * layout.out_row;
@@ -377,34 +371,12 @@ fn attention_dkv_kernel<F: Float>(
         let t = UNIT_POS_X;
         let row = first + t;
         let base = bases(layout, entry, n, m, d, e);
-        let mut k_own = SharedMemory::<F>::new(comptime!((ROWS * (d + 1)) as usize));
-        let mut v_own = SharedMemory::<F>::new(comptime!((ROWS * (e + 1)) as usize));
         let mut q_tile = SharedMemory::<F>::new(comptime!((TILE * d) as usize));
         let mut go_tile = SharedMemory::<F>::new(comptime!((TILE * e) as usize));
         let mut lse_tile = SharedMemory::<F>::new(comptime!(TILE as usize));
         let mut delta_tile = SharedMemory::<F>::new(comptime!(TILE as usize));
-        stage::<F>(
-            k,
-            base.k,
-            layout.k_row,
-            first,
-            m,
-            &mut k_own,
-            ROWS,
-            d,
-            d + 1,
-        );
-        stage::<F>(
-            v,
-            base.v,
-            layout.v_row,
-            first,
-            m,
-            &mut v_own,
-            ROWS,
-            e,
-            e + 1,
-        );
+        let k_own = own_rows::<F>(k, base.k, layout.k_row, first, m, d);
+        let v_own = own_rows::<F>(v, base.v, layout.v_row, first, m, e);
         let scale = F::cast_from(scale);
         let mut acc_k = Array::<F>::new(comptime!(d as usize));
         let mut acc_v = Array::<F>::new(comptime!(e as usize));
