@@ -97,6 +97,7 @@ fn one_msn_step_matches_pytorch() {
         keep,
         focal: Some(f["view.focal"].clone()),
         labels: vec![0; 4],
+        skipped: Vec::new(),
         prep_seconds: 0.0,
     };
 

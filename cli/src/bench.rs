@@ -1,7 +1,8 @@
 //! `msn bench`: the training throughput of a preset's whole MSN step (both
 //! encoders, loss, backward, clipping, AdamW, EMA) on random views, on any
 //! device and precision. It is the step that `tools/reference/msn_throughput.py`
-//! times in PyTorch, so the two print figures to divide.
+//! times in PyTorch, so the two print figures to divide. With `--data` it
+//! times the data pipeline instead (`bench_data.rs`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,6 +38,14 @@ pub struct Args {
     /// Also write every step's timings and the summary here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Time the data pipeline alone on this source (folder:PATH, …): the
+    /// preset's views of --steps batches, no training.
+    #[arg(long)]
+    data: Option<String>,
+    /// With --data: loader worker counts to time, comma-separated (default:
+    /// 1 and every core).
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<usize>,
 }
 
 /// Two batches prepared before timing and used in turn: generating views is
@@ -44,7 +53,7 @@ pub struct Args {
 /// the step's, and stays inside the timing.
 const BATCHES: usize = 2;
 
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
@@ -79,6 +88,25 @@ pub fn run(args: Args) -> Result<()> {
     // The schedules only need to cover the steps taken here.
     config.steps = (args.warmup + args.steps) as u64;
     config.validate()?;
+    if let Some(source) = &args.data {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = match args.workers.as_slice() {
+            [] if cores > 1 => vec![1, cores],
+            [] => vec![1],
+            given => given.to_vec(),
+        };
+        let bench = crate::bench_data::DataBench {
+            config: &config,
+            source,
+            workers: &workers,
+            warmup: args.warmup,
+            steps: args.steps,
+        };
+        return crate::bench_data::run(bench, args.json.as_deref());
+    }
+    if !args.workers.is_empty() {
+        bail!("--workers times the data pipeline: give it with --data SOURCE");
+    }
     let mut trainer = Trainer::new(config.clone())?;
     trainer
         .move_to(args.device)

@@ -172,13 +172,8 @@ pub fn run(args: Args) -> Result<()> {
         used.dedup();
         used
     };
-    let subset = ImageSet {
-        name: format!("{} ({} images)", train.name, used.len()),
-        images: used.iter().map(|&i| train.images[i].clone()).collect(),
-        labels: used.iter().map(|&i| train.labels[i]).collect(),
-        classes: train.classes.clone(),
-        channels: train.channels,
-    };
+    let mut subset = train.subset(&used);
+    subset.name = format!("{} ({} images)", train.name, used.len());
     let (train_x, test_x, described) = if args.features == "pixels" {
         (
             eval::pixel_features(&subset)?,

@@ -2,6 +2,7 @@
 
 mod allocator;
 mod bench;
+mod bench_data;
 mod device;
 mod embed;
 mod eval;

@@ -1,6 +1,7 @@
 //! `msn pretrain`: a full MSN pretraining run with progress, metrics,
 //! checkpoints, resumption and a loss plot.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,8 +11,9 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use msn::checkpoint;
 use msn::config::PretrainConfig;
-use msn::loader::Loader;
+use msn::loader::{Loader, LoaderOptions};
 use msn::trainer::{StepMetrics, Trainer};
+use msn::views::BatchOptions;
 
 use crate::plot::plot_losses;
 
@@ -66,6 +68,15 @@ pub struct Args {
     /// Checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
+    /// Threads that decode and augment images, in parallel with the step
+    /// (default: 1 on the CPU, whose step uses every core; every core but
+    /// one on a GPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Replace an image that does not decode by another of its batch (with
+    /// a warning naming it, once) instead of stopping.
+    #[arg(long)]
+    skip_bad_images: bool,
 }
 
 impl Args {
@@ -83,7 +94,7 @@ impl Args {
             || self.memax_weight.is_some()
     }
 
-    fn config(&self, dataset_len: impl Fn(&str) -> Result<usize>) -> Result<PretrainConfig> {
+    fn config(&self, dataset_len: impl FnOnce(&str) -> Result<usize>) -> Result<PretrainConfig> {
         let mut c = PretrainConfig::preset(&self.preset)?;
         if let Some(d) = &self.data {
             c.data = d.clone();
@@ -155,13 +166,27 @@ fn collapse_warning(m: &StepMetrics, prototypes: usize) -> Option<String> {
 
 pub fn run(args: Args) -> Result<()> {
     crate::device::check_built(args.device)?;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| msn::loader::default_workers(args.device != ops::Device::Cpu));
+    if workers == 0 {
+        bail!("--workers must be at least 1, got 0");
+    }
+    // The data is opened once (a folder is scanned once), before the model is built.
+    let mut opened = None;
+    let launched = Instant::now();
     let mut trainer = if args.resume {
         if args.overrides_given() {
             eprintln!("note: --resume continues the stored configuration; other flags are ignored");
         }
         checkpoint::load(&args.out)?
     } else {
-        let config = args.config(|source| Ok(msn::data::open(source)?.len()))?;
+        let config = args.config(|source| {
+            let set = msn::data::open(source)?;
+            let len = set.len();
+            opened = Some(set);
+            Ok(len)
+        })?;
         Trainer::new(config)?
     };
     trainer
@@ -169,7 +194,10 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("moving the model to --device {}", args.device))?;
     trainer.set_precision(args.precision)?;
     let config = trainer.config.clone();
-    let dataset = Arc::new(msn::data::open(&config.data)?);
+    let dataset = Arc::new(match opened {
+        Some(set) if set.name == config.data => set,
+        _ => msn::data::open(&config.data)?,
+    });
     if dataset.channels != config.encoder.in_channels {
         bail!(
             "data {} has {} channel(s) but the {} encoder expects {}",
@@ -211,10 +239,15 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "MSN pretraining: preset {}, data {} ({} images), ViT {}×{} heads {} patch {}, batch {}, steps {}..{}, {}",
+        "MSN pretraining: preset {}, data {} ({} images{}; ready after {:.1} s), ViT {}×{} heads {} patch {}, batch {}, steps {}..{}, {}, {} loader worker{}",
         config.preset,
         config.data,
         dataset.len(),
+        match dataset.ignored_files() {
+            0 => String::new(),
+            n => format!("; {n} other files passed over"),
+        },
+        launched.elapsed().as_secs_f64(),
         config.encoder.width,
         config.encoder.depth,
         config.encoder.heads,
@@ -225,16 +258,23 @@ pub fn run(args: Args) -> Result<()> {
         match args.device {
             ops::Device::Cpu => format!("{} rayon threads", rayon::current_num_threads()),
             gpu => format!("on {gpu}, {} matrix products", args.precision),
-        }
+        },
+        workers,
+        if workers == 1 { "" } else { "s" },
     );
     let loader = Loader::spawn(
         Arc::clone(&dataset),
         config.views.clone(),
         config.batch_size,
         config.seed,
-        first,
-        config.steps,
-    );
+        (first, config.steps),
+        LoaderOptions {
+            workers,
+            batch: BatchOptions {
+                skip_bad_images: args.skip_bad_images,
+            },
+        },
+    )?;
     let bar = ProgressBar::new(config.steps);
     bar.set_position(first);
     bar.set_style(
@@ -246,14 +286,24 @@ pub fn run(args: Args) -> Result<()> {
     let per_epoch = trainer.steps_per_epoch(dataset.len());
     let started = Instant::now();
     let mut warned = false;
+    let mut bad_files = HashSet::new();
     while trainer.step < config.steps {
         let wait = Instant::now();
         let batch = loader
             .next_batch()
             .context("the data loader stopped early")??;
+        for skipped in &batch.skipped {
+            if bad_files.insert(skipped.clone()) {
+                // suspend, not println: a hidden bar (output not a terminal) prints nothing.
+                bar.suspend(|| {
+                    eprintln!("warning: skipped, replaced by another image of its batch: {skipped}")
+                });
+            }
+        }
         let mut m = trainer.train_step(&batch, wait.elapsed().as_secs_f64())?;
         m.epoch = (m.step - 1) / per_epoch;
         m.elapsed_s = started.elapsed().as_secs_f64();
+        m.skipped_images = batch.skipped.len();
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)
             .with_context(|| format!("writing {}", metrics_path.display()))?;
         bar.set_position(m.step);
@@ -263,7 +313,7 @@ pub fn run(args: Args) -> Result<()> {
         ));
         if let Some(w) = collapse_warning(&m, config.prototypes) {
             if !warned {
-                bar.println(format!("warning: {w}"));
+                bar.suspend(|| eprintln!("warning: {w}"));
                 warned = true;
             }
         }

@@ -346,3 +346,103 @@ fn bench_times_training_steps_on_random_views() {
         "--precision bf16 needs a GPU",
     );
 }
+
+/// Seven Fashion-MNIST test images as gray PNGs in class folders, and a
+/// gray JPEG cut short: with batch 8 every step holds the bad file.
+fn gray_folder_with_a_corrupt_jpeg(name: &str) -> PathBuf {
+    let set = msn::data::open("fashion-mnist:test").unwrap();
+    let root = scratch(name);
+    for i in 0..7 {
+        let dir = root.join(&set.classes[set.labels[i]]);
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = set.image(i).unwrap();
+        image::GrayImage::from_raw(28, 28, img.pixels.clone())
+            .unwrap()
+            .save(dir.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let mut bytes = Vec::new();
+    let img = set.image(7).unwrap();
+    image::codecs::jpeg::JpegEncoder::new(&mut bytes)
+        .encode(&img.pixels, 28, 28, image::ExtendedColorType::L8)
+        .unwrap();
+    std::fs::create_dir_all(root.join("zz")).unwrap();
+    std::fs::write(root.join("zz/broken.jpg"), &bytes[..bytes.len() / 2]).unwrap();
+    root
+}
+
+#[test]
+fn a_corrupt_image_stops_the_run_naming_it_or_is_skipped() {
+    let root = gray_folder_with_a_corrupt_jpeg("corrupt");
+    let dir = scratch("corrupt-run");
+    let (data, out) = (format!("folder:{}", root.display()), dir.to_str().unwrap());
+    let args = [
+        "pretrain",
+        "--data",
+        &data,
+        "--batch-size",
+        "8",
+        "--steps",
+        "3",
+        "--workers",
+        "2",
+        "--out",
+        out,
+    ];
+    assert_clean_error(&msn(&args), "broken.jpg");
+
+    let skipped = msn(&[&args[..], &["--skip-bad-images"]].concat());
+    let err = stderr(&skipped);
+    assert!(skipped.status.success(), "{err}");
+    assert_eq!(
+        err.matches("warning: skipped").count(),
+        1,
+        "one warning per file, not per step: {err}"
+    );
+    assert!(err.contains("broken.jpg"), "{err}");
+    let counts: Vec<u64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["skipped_images"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(counts, [1, 1, 1], "each step counts its skipped image");
+    let mut no_workers = args;
+    no_workers[8] = "0";
+    assert_clean_error(&msn(&no_workers), "--workers must be at least 1");
+    std::fs::remove_dir_all(root).ok();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bench_times_the_data_pipeline_alone() {
+    let root = cifar_class_folder("bench-data");
+    let data = format!("folder:{}", root.display());
+    let out = msn(&[
+        "bench",
+        "--preset",
+        "msn-vit-small-16",
+        "--data",
+        &data,
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--workers",
+        "1,2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("1 worker:") && text.contains("2 workers:"),
+        "{text}"
+    );
+    assert!(text.contains("images/s"), "{text}");
+    assert_clean_error(&msn(&["bench", "--workers", "2"]), "--data");
+    std::fs::remove_dir_all(root).ok();
+}

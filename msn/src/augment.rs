@@ -3,11 +3,16 @@
 //! implementation differs (no antialiasing in resize, a true Gaussian kernel
 //! for blur) the doc of the function says so.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use fast_image_resize::images::{Image as ResizedImage, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Image;
+use crate::data::{Image, Layout, Pixels};
 
 /// A float image `[C, H, W]` with values in [0, 1] (before normalisation).
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +30,16 @@ impl FloatImage {
             height: img.height,
             width: img.width,
             data: img.pixels.iter().map(|&p| p as f32 / 255.0).collect(),
+        }
+    }
+
+    /// An empty image of the same shape (no pixels), to fill in.
+    fn clone_shape(&self) -> Self {
+        FloatImage {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            data: Vec::new(),
         }
     }
 
@@ -70,9 +85,25 @@ pub struct ViewAugment {
 }
 
 impl ViewAugment {
-    /// Crop, flip, jitter, grayscale, blur, in MSN's order.
+    /// Crop, flip, jitter, grayscale, blur, in MSN's order, on a float
+    /// image: the reference for [`ViewAugment::apply_pixels`].
     pub fn apply(&self, img: &FloatImage, rng: &mut impl Rng) -> FloatImage {
-        let mut out = random_resized_crop(img, self.size, self.scale, self.ratio, rng);
+        let out = random_resized_crop(img, self.size, self.scale, self.ratio, rng);
+        self.after_crop(out, rng)
+    }
+
+    /// The same view straight from 8-bit pixels: the crop box alone is
+    /// resampled (SIMD, [`crop_resize`]), never the whole image converted;
+    /// the view has `channels` channels. The random draws are those of
+    /// [`ViewAugment::apply`], in the same order.
+    pub fn apply_pixels(&self, img: &Pixels, channels: usize, rng: &mut impl Rng) -> FloatImage {
+        let region = crop_params(img.height, img.width, self.scale, self.ratio, rng);
+        let out = crop_resize(img, region, self.size, self.size, channels);
+        self.after_crop(out, rng)
+    }
+
+    /// Everything after the crop: flip, jitter, grayscale, blur.
+    fn after_crop(&self, mut out: FloatImage, rng: &mut impl Rng) -> FloatImage {
         if rng.gen_bool(self.flip_p) {
             out = hflip(&out);
         }
@@ -161,6 +192,97 @@ pub fn resize_region(
     }
 }
 
+thread_local! {
+    /// Each loader thread keeps its resizer's scratch buffers between views.
+    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+}
+
+/// Resamples one 8-bit plane or interleaved image's crop box.
+fn resample(
+    src: &[u8],
+    (width, height): (usize, usize),
+    pixel: PixelType,
+    (top, left, ch, cw): (usize, usize, usize, usize),
+    (out_h, out_w): (usize, usize),
+) -> Vec<u8> {
+    let src = ImageRef::new(width as u32, height as u32, src, pixel)
+        .expect("the buffer holds width × height pixels");
+    let mut dst = ResizedImage::new(out_w as u32, out_h as u32, pixel);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear))
+        .crop(left as f64, top as f64, cw as f64, ch as f64);
+    RESIZER
+        .with(|r| r.borrow_mut().resize(&src, &mut dst, &options))
+        .expect("crop_params keeps the box inside the image");
+    dst.into_vec()
+}
+
+/// [`resize_region`] on 8-bit pixels, SIMD: the same bilinear taps
+/// (half-pixel centres, fixed two-tap support, no antialiasing) by
+/// `fast_image_resize`, rounded to 8 bits, then converted to `channels`
+/// (gray replicated into RGB, RGB to ITU-R 601 luma) and scaled to [0, 1].
+pub fn crop_resize(
+    img: &Pixels,
+    region: (usize, usize, usize, usize),
+    out_h: usize,
+    out_w: usize,
+    channels: usize,
+) -> FloatImage {
+    let (size, n) = ((img.width, img.height), out_h * out_w);
+    let data: Vec<f32> = if img.layout == Layout::Interleaved && img.channels == 3 {
+        let rgb = resample(&img.data, size, PixelType::U8x3, region, (out_h, out_w));
+        let mut data = vec![0.0f32; 3 * n];
+        let (r, rest) = data.split_at_mut(n);
+        let (g, b) = rest.split_at_mut(n);
+        for (((r, g), b), px) in r.iter_mut().zip(g).zip(b).zip(rgb.chunks_exact(3)) {
+            (*r, *g, *b) = (
+                px[0] as f32 / 255.0,
+                px[1] as f32 / 255.0,
+                px[2] as f32 / 255.0,
+            );
+        }
+        data
+    } else {
+        let planar = match img.layout {
+            Layout::Interleaved if img.channels > 1 => {
+                Cow::Owned(img.to_image(img.channels).pixels)
+            }
+            _ => Cow::Borrowed(&img.data[..]),
+        };
+        let plane = img.width * img.height;
+        (0..img.channels)
+            .flat_map(|c| {
+                let src = &planar[c * plane..(c + 1) * plane];
+                resample(src, size, PixelType::U8, region, (out_h, out_w))
+            })
+            .map(|p| p as f32 / 255.0)
+            .collect()
+    };
+    let mut out = FloatImage {
+        channels: img.channels,
+        height: out_h,
+        width: out_w,
+        data,
+    };
+    if channels != out.channels {
+        out = if out.channels == 1 {
+            FloatImage {
+                channels,
+                data: out.data.repeat(channels),
+                ..out
+            }
+        } else {
+            FloatImage {
+                channels,
+                data: out.luma().repeat(channels),
+                ..out
+            }
+        };
+    }
+    debug_assert_eq!(out.data.len(), channels * n);
+    out
+}
+
 pub fn random_resized_crop(
     img: &FloatImage,
     size: usize,
@@ -180,10 +302,23 @@ pub fn hflip(img: &FloatImage) -> FloatImage {
     out
 }
 
-fn blend(img: &mut FloatImage, other: impl Fn(usize) -> f32, factor: f32) {
-    for (i, v) in img.data.iter_mut().enumerate() {
-        *v = (factor * *v + (1.0 - factor) * other(i)).clamp(0.0, 1.0);
+/// `factor·x + (1 − factor)·other`, clamped to [0, 1], where `other` is one
+/// plane (each channel blends with the same pixel of it) or one value.
+fn blend(img: &mut FloatImage, other: Blend, factor: f32) {
+    let n = img.height * img.width;
+    let mix = |v: &mut f32, o: f32| *v = (factor * *v + (1.0 - factor) * o).clamp(0.0, 1.0);
+    for plane in img.data.chunks_exact_mut(n) {
+        match other {
+            Blend::Value(o) => plane.iter_mut().for_each(|v| mix(v, o)),
+            Blend::Plane(p) => plane.iter_mut().zip(p).for_each(|(v, &o)| mix(v, o)),
+        }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Blend<'a> {
+    Value(f32),
+    Plane(&'a [f32]),
 }
 
 /// torchvision's ColorJitter: brightness, contrast, saturation and hue, each
@@ -199,18 +334,18 @@ pub fn color_jitter(img: &mut FloatImage, j: &Jitter, rng: &mut impl Rng) {
         match op {
             0 if j.brightness > 0.0 => {
                 let f = factor(j.brightness, rng);
-                blend(img, |_| 0.0, f);
+                blend(img, Blend::Value(0.0), f);
             }
             1 if j.contrast > 0.0 => {
                 let f = factor(j.contrast, rng);
                 let luma = img.luma();
                 let mean = luma.iter().sum::<f32>() / luma.len() as f32;
-                blend(img, |_| mean, f);
+                blend(img, Blend::Value(mean), f);
             }
             2 if j.saturation > 0.0 && img.channels == 3 => {
                 let f = factor(j.saturation, rng);
-                let (luma, n) = (img.luma(), img.height * img.width);
-                blend(img, |i| luma[i % n], f);
+                let luma = img.luma();
+                blend(img, Blend::Plane(&luma), f);
             }
             3 if j.hue > 0.0 && img.channels == 3 => {
                 let shift = rng.gen_range(-j.hue..=j.hue) as f32;
@@ -221,40 +356,43 @@ pub fn color_jitter(img: &mut FloatImage, j: &Jitter, rng: &mut impl Rng) {
     }
 }
 
-/// Rotates the hue of every pixel by `shift` turns (HSV round trip).
-fn shift_hue(img: &mut FloatImage, shift: f32) {
+/// Rotates the hue of every pixel by `shift` turns (HSV round trip). The
+/// way back is the branch-free form of HSV → RGB: channel n ∈ {5, 3, 1}
+/// (R, G, B) is v − v·s·clamp(min(k, 4 − k), 0, 1) with k = (n + 6h) mod 6,
+/// the same values as the six-sector table, in a loop that vectorises.
+pub fn shift_hue(img: &mut FloatImage, shift: f32) {
     let n = img.height * img.width;
-    for i in 0..n {
-        let (r, g, b) = (img.data[i], img.data[n + i], img.data[2 * n + i]);
-        let max = r.max(g).max(b);
-        let min = r.min(g).min(b);
+    let (r, rest) = img.data.split_at_mut(n);
+    let (g, b) = rest.split_at_mut(n);
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b[..n].iter_mut()) {
+        let max = r.max(*g).max(*b);
+        let min = r.min(*g).min(*b);
         let delta = max - min;
+        // The hue in sixths of a turn, in [0, 6).
+        let safe = if delta > 0.0 { delta } else { 1.0 };
         let mut h = if delta == 0.0 {
             0.0
-        } else if max == r {
-            ((g - b) / delta).rem_euclid(6.0) / 6.0
-        } else if max == g {
-            ((b - r) / delta + 2.0) / 6.0
+        } else if max == *r {
+            (*g - *b) / safe
+        } else if max == *g {
+            (*b - *r) / safe + 2.0
         } else {
-            ((r - g) / delta + 4.0) / 6.0
+            (*r - *g) / safe + 4.0
         };
-        h = (h + shift).rem_euclid(1.0);
-        let s = if max == 0.0 { 0.0 } else { delta / max };
+        h += 6.0 * shift;
+        if !(0.0..6.0).contains(&h) {
+            h = h.rem_euclid(6.0);
+        }
+        let s = if max > 0.0 { delta / max } else { 0.0 };
         let v = max;
-        let sector = (h * 6.0).floor();
-        let f = h * 6.0 - sector;
-        let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-        let (nr, ng, nb) = match sector as i32 % 6 {
-            0 => (v, t, p),
-            1 => (q, v, p),
-            2 => (p, v, t),
-            3 => (p, q, v),
-            4 => (t, p, v),
-            _ => (v, p, q),
+        let channel = |n: f32| {
+            let mut k = n + h;
+            if k >= 6.0 {
+                k -= 6.0;
+            }
+            v - v * s * k.min(4.0 - k).clamp(0.0, 1.0)
         };
-        img.data[i] = nr;
-        img.data[n + i] = ng;
-        img.data[2 * n + i] = nb;
+        (*r, *g, *b) = (channel(5.0), channel(3.0), channel(1.0));
     }
 }
 
@@ -271,50 +409,71 @@ pub fn grayscale(img: &FloatImage) -> FloatImage {
 
 /// Separable Gaussian blur with standard deviation `sigma`, kernel radius
 /// ⌈3σ⌉, borders reflected. (PIL's `GaussianBlur(radius=σ)`, which MSN uses,
-/// approximates the same Gaussian with box filters.)
+/// approximates the same Gaussian with box filters.) Each pass adds whole
+/// rows scaled by one weight at a time, so its loops vectorise.
 pub fn gaussian_blur(img: &FloatImage, sigma: f64) -> FloatImage {
-    let radius = (3.0 * sigma).ceil() as isize;
-    let weights: Vec<f32> = (-radius..=radius)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32)
+    let radius = (3.0 * sigma).ceil() as usize;
+    let weights: Vec<f64> = (0..=2 * radius)
+        .map(|i| {
+            let d = i as f64 - radius as f64;
+            (-d * d / (2.0 * sigma * sigma)).exp()
+        })
         .collect();
-    let total: f32 = weights.iter().sum();
-    let weights: Vec<f32> = weights.iter().map(|w| w / total).collect();
-    let reflect = |i: isize, len: usize| -> usize {
-        let len = len as isize;
-        let mut i = i;
-        while i < 0 || i >= len {
-            i = if i < 0 { -i } else { 2 * (len - 1) - i };
-            if len == 1 {
-                return 0;
-            }
-        }
-        i as usize
-    };
+    let total: f64 = weights.iter().sum();
+    let weights: Vec<f32> = weights.iter().map(|w| (w / total) as f32).collect();
     let (h, w) = (img.height, img.width);
-    let mut out = img.clone();
-    for c in 0..img.channels {
+    // Source index of each position of a row or column padded by `radius`.
+    let cols = reflected(w, radius);
+    let rows = reflected(h, radius);
+    let mut padded = vec![0.0f32; w + 2 * radius];
+    let mut across = vec![0.0f32; h * w];
+    let mut data = vec![0.0f32; img.data.len()];
+    for (c, out) in data.chunks_exact_mut(h * w).enumerate() {
         let plane = img.plane(c);
-        let mut tmp = vec![0.0f32; h * w];
-        for y in 0..h {
-            for x in 0..w {
-                tmp[y * w + x] = weights
-                    .iter()
-                    .enumerate()
-                    .map(|(k, wt)| wt * plane[y * w + reflect(x as isize + k as isize - radius, w)])
-                    .sum();
+        for (row, tmp) in plane.chunks_exact(w).zip(across.chunks_exact_mut(w)) {
+            for (p, &x) in padded.iter_mut().zip(&cols) {
+                *p = row[x];
+            }
+            tmp.fill(0.0);
+            for (k, &weight) in weights.iter().enumerate() {
+                for (t, &v) in tmp.iter_mut().zip(&padded[k..k + w]) {
+                    *t += weight * v;
+                }
             }
         }
-        for y in 0..h {
-            for x in 0..w {
-                out.data[c * h * w + y * w + x] = weights
-                    .iter()
-                    .enumerate()
-                    .map(|(k, wt)| wt * tmp[reflect(y as isize + k as isize - radius, h) * w + x])
-                    .sum();
+        for (y, out_row) in out.chunks_exact_mut(w).enumerate() {
+            for (k, &weight) in weights.iter().enumerate() {
+                let source = &across[rows[y + k] * w..(rows[y + k] + 1) * w];
+                for (o, &v) in out_row.iter_mut().zip(source) {
+                    *o += weight * v;
+                }
             }
         }
     }
-    out
+    FloatImage {
+        data,
+        ..img.clone_shape()
+    }
+}
+
+/// For `len + 2·radius` positions starting at −radius, the index each reads
+/// with reflection at the borders (…, 2, 1, | 0, 1, …, len−1, | len−2, …),
+/// bouncing as often as a short axis needs.
+fn reflected(len: usize, radius: usize) -> Vec<usize> {
+    let period = 2 * (len.max(1) - 1);
+    (0..len + 2 * radius)
+        .map(|p| {
+            if period == 0 {
+                return 0;
+            }
+            let i = (p as isize - radius as isize).rem_euclid(period as isize) as usize;
+            if i < len {
+                i
+            } else {
+                period - i
+            }
+        })
+        .collect()
 }
 
 /// `(x − mean_c) / std_c` per channel, written into `out`.

@@ -1,8 +1,11 @@
-//! A loader that prepares batches on a worker thread, ahead of the model.
+//! A loader that prepares batches ahead of the model: a thread that walks
+//! the steps in order and a pool of workers that decode and augment each
+//! batch's images in parallel.
 //!
 //! Sampling follows MSN's: a fresh shuffle each epoch (seeded by the run's seed
 //! and the epoch), `drop_last`. Everything random about step `s` derives from
-//! (seed, s), so a resumed run sees exactly the batches the original would have.
+//! (seed, s) and each image's position in the batch, so a resumed run sees
+//! exactly the batches the original would have, with any number of workers.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -13,21 +16,51 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::data::ImageSet;
-use crate::views::{make_batch, Batch, ViewConfig};
-use crate::Result;
+use crate::views::{make_batch_with, Batch, BatchOptions, ViewConfig};
+use crate::{Error, Result};
 
 /// Batches waiting in the queue: enough to hide a slow batch, few enough to bound memory.
 const PREFETCH: usize = 3;
 
+/// Step → image indices. Keeps the current epoch's shuffle, so a million
+/// images are shuffled once an epoch, not once a step.
+pub struct Sampler {
+    len: usize,
+    batch: usize,
+    seed: u64,
+    epoch: Option<u64>,
+    order: Vec<usize>,
+}
+
+impl Sampler {
+    pub fn new(len: usize, batch: usize, seed: u64) -> Self {
+        Sampler {
+            len,
+            batch,
+            seed,
+            epoch: None,
+            order: Vec::new(),
+        }
+    }
+
+    /// The image indices of step `step`.
+    pub fn indices(&mut self, step: u64) -> Vec<usize> {
+        let per_epoch = (self.len / self.batch).max(1) as u64;
+        let (epoch, position) = (step / per_epoch, (step % per_epoch) as usize);
+        if self.epoch != Some(epoch) {
+            self.order = (0..self.len).collect();
+            self.order.shuffle(&mut StdRng::seed_from_u64(
+                self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ));
+            self.epoch = Some(epoch);
+        }
+        self.order[position * self.batch..((position + 1) * self.batch).min(self.len)].to_vec()
+    }
+}
+
 /// The image indices of step `step`.
 pub fn batch_indices(len: usize, batch: usize, seed: u64, step: u64) -> Vec<usize> {
-    let per_epoch = (len / batch).max(1) as u64;
-    let (epoch, position) = (step / per_epoch, (step % per_epoch) as usize);
-    let mut order: Vec<usize> = (0..len).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(
-        seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    ));
-    order[position * batch..((position + 1) * batch).min(len)].to_vec()
+    Sampler::new(len, batch, seed).indices(step)
 }
 
 /// The seed of step `step`'s augmentations and mask.
@@ -36,37 +69,77 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
         ^ step.wrapping_mul(0x94D0_49BB_1331_11EB).wrapping_add(1)
 }
 
+/// How the loader works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoaderOptions {
+    /// Threads that decode and augment, each on its own images of a batch.
+    pub workers: usize,
+    pub batch: BatchOptions,
+}
+
+/// The default number of loader workers: on the CPU the training step
+/// itself uses every core, so one worker (it keeps ahead on small images);
+/// on a GPU the step needs one core to drive the device, so every other.
+pub fn default_workers(step_on_gpu: bool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if step_on_gpu {
+        cores.saturating_sub(1).max(1)
+    } else {
+        1
+    }
+}
+
 pub struct Loader {
     receiver: Receiver<Result<Batch>>,
     worker: Option<JoinHandle<()>>,
 }
 
 impl Loader {
-    /// Starts preparing the batches of steps `first..last` in order.
+    /// Starts preparing the batches of steps `first..last` in order, each
+    /// on a pool of `options.workers` threads; at most [`PREFETCH`] wait.
     pub fn spawn(
         set: Arc<ImageSet>,
         views: ViewConfig,
         batch: usize,
         seed: u64,
-        first: u64,
-        last: u64,
-    ) -> Self {
+        (first, last): (u64, u64),
+        options: LoaderOptions,
+    ) -> Result<Self> {
+        if options.workers == 0 {
+            return Err(Error::Config("--workers must be at least 1".into()));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.workers)
+            .thread_name(|i| format!("msn-loader-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot start {} loader workers ({e})",
+                    options.workers
+                ))
+            })?;
         let (sender, receiver) = sync_channel(PREFETCH);
-        let worker = std::thread::spawn(move || {
-            for step in first..last {
-                let indices = batch_indices(set.len(), batch, seed, step);
-                let result = make_batch(&set, &indices, &views, step_seed(seed, step));
-                let failed = result.is_err();
-                // The trainer hung up (finished or failed): stop quietly.
-                if sender.send(result).is_err() || failed {
-                    return;
+        let worker = std::thread::Builder::new()
+            .name("msn-loader".into())
+            .spawn(move || {
+                let mut sampler = Sampler::new(set.len(), batch, seed);
+                for step in first..last {
+                    let indices = sampler.indices(step);
+                    let seed = step_seed(seed, step);
+                    let result = pool
+                        .install(|| make_batch_with(&set, &indices, &views, seed, options.batch));
+                    let failed = result.is_err();
+                    // The trainer hung up (finished or failed): stop quietly.
+                    if sender.send(result).is_err() || failed {
+                        return;
+                    }
                 }
-            }
-        });
-        Loader {
+            })
+            .map_err(|e| Error::Config(format!("cannot start the loader thread ({e})")))?;
+        Ok(Loader {
             receiver,
             worker: Some(worker),
-        }
+        })
     }
 
     /// The next batch, waiting for it if the worker is behind; `None` when done.

@@ -33,6 +33,9 @@ pub struct StepMetrics {
     pub max_target_prob: f64,
     pub images_per_s: f64,
     pub elapsed_s: f64,
+    /// Images of this step's batch that did not decode and were replaced
+    /// by others of the batch (`--skip-bad-images`).
+    pub skipped_images: usize,
     /// Where the step's time went, in seconds.
     pub timing: StepTiming,
 }
@@ -321,6 +324,7 @@ impl Trainer {
             max_target_prob: terms.max_target_prob,
             images_per_s: images as f64 / (elapsed + timing.data_wait).max(1e-9),
             elapsed_s: 0.0,
+            skipped_images: 0,
             timing,
         })
     }

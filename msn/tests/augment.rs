@@ -152,3 +152,150 @@ fn eval_transform_resizes_then_centre_crops() {
     let out = eval_transform(&img, 224);
     assert_eq!((out.channels, out.height, out.width), (3, 224, 224));
 }
+
+fn random_image(channels: usize, height: usize, width: usize, seed: u64) -> FloatImage {
+    use rand::Rng;
+    let mut rng = StdRng::seed_from_u64(seed);
+    FloatImage {
+        channels,
+        height,
+        width,
+        data: (0..channels * height * width).map(|_| rng.gen()).collect(),
+    }
+}
+
+/// The Gaussian blur written out directly: every output pixel a weighted
+/// sum of reflected neighbours, first along rows, then along columns.
+fn naive_blur(img: &FloatImage, sigma: f64) -> FloatImage {
+    let radius = (3.0 * sigma).ceil() as isize;
+    let weights: Vec<f64> = (-radius..=radius)
+        .map(|i| (-((i * i) as f64) / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let reflect = |mut i: isize, len: usize| -> usize {
+        let len = len as isize;
+        if len == 1 {
+            return 0;
+        }
+        while i < 0 || i >= len {
+            i = if i < 0 { -i } else { 2 * (len - 1) - i };
+        }
+        i as usize
+    };
+    let (h, w) = (img.height, img.width);
+    let mut out = img.clone();
+    for c in 0..img.channels {
+        let plane = &img.data[c * h * w..(c + 1) * h * w];
+        let mut tmp = vec![0.0f64; h * w];
+        for y in 0..h {
+            for x in 0..w {
+                tmp[y * w + x] = (0..weights.len())
+                    .map(|k| {
+                        weights[k] / total
+                            * plane[y * w + reflect(x as isize + k as isize - radius, w)] as f64
+                    })
+                    .sum();
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                out.data[c * h * w + y * w + x] = (0..weights.len())
+                    .map(|k| {
+                        weights[k] / total
+                            * tmp[reflect(y as isize + k as isize - radius, h) * w + x]
+                    })
+                    .sum::<f64>() as f32;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn blur_equals_the_direct_sum_on_every_shape_including_tiny_ones() {
+    for (k, &(h, w, sigma)) in [
+        (1, 1, 2.0),
+        (2, 3, 1.9),
+        (12, 12, 2.0),
+        (7, 30, 0.4),
+        (96, 80, 1.3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let img = random_image(3, h, w, k as u64);
+        let fast = gaussian_blur(&img, sigma);
+        let slow = naive_blur(&img, sigma);
+        let worst = fast
+            .data
+            .iter()
+            .zip(&slow.data)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        // f32 sums of at most 13 terms of values ≤ 1 against f64 ones.
+        assert!(worst < 1e-5, "{h}×{w} σ {sigma}: |Δ| {worst}");
+    }
+}
+
+/// HSV → rotate → RGB by the textbook six-sector table.
+fn naive_hue(img: &FloatImage, shift: f32) -> FloatImage {
+    let mut out = img.clone();
+    let n = img.height * img.width;
+    for i in 0..n {
+        let (r, g, b) = (img.data[i], img.data[n + i], img.data[2 * n + i]);
+        let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+        let delta = max - min;
+        let mut h = if delta == 0.0 {
+            0.0
+        } else if max == r {
+            ((g - b) / delta).rem_euclid(6.0) / 6.0
+        } else if max == g {
+            ((b - r) / delta + 2.0) / 6.0
+        } else {
+            ((r - g) / delta + 4.0) / 6.0
+        };
+        h = (h + shift).rem_euclid(1.0);
+        let s = if max == 0.0 { 0.0 } else { delta / max };
+        let sector = (h * 6.0).floor();
+        let f = h * 6.0 - sector;
+        let (p, q, t) = (
+            max * (1.0 - s),
+            max * (1.0 - s * f),
+            max * (1.0 - s * (1.0 - f)),
+        );
+        let (nr, ng, nb) = match sector as i32 % 6 {
+            0 => (max, t, p),
+            1 => (q, max, p),
+            2 => (p, max, t),
+            3 => (p, q, max),
+            4 => (t, p, max),
+            _ => (max, p, q),
+        };
+        (out.data[i], out.data[n + i], out.data[2 * n + i]) = (nr, ng, nb);
+    }
+    out
+}
+
+#[test]
+fn hue_rotation_equals_the_six_sector_table() {
+    let mut img = random_image(3, 40, 40, 9);
+    // Grays, pure primaries and black exercise the branches.
+    img.data[0] = 0.0;
+    img.data[1600] = 0.0;
+    img.data[3200] = 0.0;
+    for (k, v) in [0.5f32, 0.5, 0.5, 1.0, 0.0, 0.0].chunks(3).enumerate() {
+        for (c, &value) in v.iter().enumerate() {
+            img.data[c * 1600 + 1 + k] = value;
+        }
+    }
+    for shift in [-0.5f32, -0.1, 0.0, 0.03, 0.1, 0.49] {
+        let mut fast = img.clone();
+        msn::augment::shift_hue(&mut fast, shift);
+        let slow = naive_hue(&img, shift);
+        let worst = fast
+            .data
+            .iter()
+            .zip(&slow.data)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "shift {shift}: |Δ| {worst}");
+    }
+}

@@ -40,7 +40,11 @@ fn fashion_mnist_test_split_loads() {
     let set = data::open("fashion-mnist:test").unwrap();
     assert_eq!(set.len(), 10_000);
     assert_eq!(
-        (set.channels, set.images[0].height, set.images[0].width),
+        (
+            set.channels,
+            set.image(0).unwrap().height,
+            set.image(0).unwrap().width
+        ),
         (1, 28, 28)
     );
     let mut counts = [0usize; 10];
@@ -83,7 +87,7 @@ fn an_image_folder_loads_rgb_images_with_class_names() {
     let set = data::open(&format!("folder:{}", root.display())).unwrap();
     assert_eq!(set.len(), 20);
     assert_eq!(set.channels, 3);
-    assert_eq!(set.images[0].pixels.len(), 3 * 32 * 32);
+    assert_eq!(set.image(0).unwrap().pixels.len(), 3 * 32 * 32);
     assert!(set.classes.iter().all(|c| c.parse::<usize>().is_ok()));
 }
 
@@ -105,11 +109,15 @@ fn folder_errors_name_the_problem() {
         "{err}"
     );
 
+    // A folder is scanned, not decoded, when opened: a corrupt file is
+    // found, and named, when an image of it is asked for.
     let root = cifar_folder("corrupt");
     let victim = root.join("3").join("broken.png");
     std::fs::write(&victim, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
-    let err = data::open(&format!("folder:{}", root.display()))
-        .unwrap_err()
+    let set = data::open(&format!("folder:{}", root.display())).unwrap();
+    let err = (0..set.len())
+        .find_map(|i| set.image(i).err())
+        .expect("the corrupt file fails")
         .to_string();
     assert!(
         err.contains("broken.png") && err.contains("cannot decode"),
@@ -124,9 +132,15 @@ fn folder_errors_name_the_problem() {
 fn cifar10_binary_batches_round_trip_and_truncation_is_caught() {
     let folder = data::open(&format!("folder:{}", cifar_folder("cifar").display())).unwrap();
     let dir = scratch("cifar-bin");
-    write_cifar10_batch(&dir.join("test_batch.bin"), &folder.images, &folder.labels).unwrap();
+    let images: Vec<Image> = (0..folder.len())
+        .map(|i| folder.image(i).unwrap().into_owned())
+        .collect();
+    write_cifar10_batch(&dir.join("test_batch.bin"), &images, &folder.labels).unwrap();
     let set = data::open(&format!("cifar10:{}:test", dir.display())).unwrap();
-    assert_eq!(set.images, folder.images);
+    let read: Vec<Image> = (0..set.len())
+        .map(|i| set.image(i).unwrap().into_owned())
+        .collect();
+    assert_eq!(read, images);
     let bytes = std::fs::read(dir.join("test_batch.bin")).unwrap();
     std::fs::write(dir.join("test_batch.bin"), &bytes[..bytes.len() - 7]).unwrap();
     let err = data::open(&format!("cifar10:{}:test", dir.display()))

@@ -101,11 +101,7 @@ fn plain_timm_weights_serve_as_an_encoder() {
         (24, 2, 4, 28)
     );
     let set = data::open("fashion-mnist:test").unwrap();
-    let small = data::ImageSet {
-        images: set.images[..3].to_vec(),
-        labels: set.labels[..3].to_vec(),
-        ..set
-    };
+    let small = set.subset(&[0, 1, 2]);
     let (mean, std) = eval::default_normalisation(1);
     let f = eval::extract_features(
         &encoder,

@@ -1,5 +1,7 @@
-//! The trainer: a resumed run equals an uninterrupted one, a non-finite loss
-//! stops training with an error, and a checkpoint that does not fit is refused.
+//! The trainer: a resumed run equals an uninterrupted one (also on a
+//! streamed folder, resumed with another number of loader workers), a
+//! non-finite loss stops training with an error, and a checkpoint that does
+//! not fit is refused.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,9 +9,9 @@ use std::sync::Arc;
 use msn::checkpoint;
 use msn::config::PretrainConfig;
 use msn::data::{self, ImageSet};
-use msn::loader::{batch_indices, step_seed};
+use msn::loader::{batch_indices, step_seed, Loader, LoaderOptions};
 use msn::trainer::Trainer;
-use msn::views::make_batch;
+use msn::views::{make_batch, BatchOptions};
 use vit::VitConfig;
 
 fn tiny() -> PretrainConfig {
@@ -79,6 +81,68 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     assert_eq!([head, tail].concat(), all);
     assert_eq!(parameters(&resumed), parameters(&straight));
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// Fashion-MNIST test images 0..count as gray PNGs in class folders: a
+/// streamed folder source with the tiny network's shapes.
+fn png_folder(name: &str, count: usize) -> PathBuf {
+    let set = data::open("fashion-mnist:test").unwrap();
+    let root = scratch(name);
+    for i in 0..count {
+        let img = set.image(i).unwrap();
+        let dir = root.join(&set.classes[set.labels[i]]);
+        std::fs::create_dir_all(&dir).unwrap();
+        image::GrayImage::from_raw(28, 28, img.pixels.clone())
+            .unwrap()
+            .save(dir.join(format!("{i:03}.png")))
+            .unwrap();
+    }
+    root
+}
+
+/// Trains to step `until` on the batches of a loader with `workers` threads.
+fn run_loader(trainer: &mut Trainer, set: &Arc<ImageSet>, until: u64, workers: usize) {
+    let c = trainer.config.clone();
+    let options = LoaderOptions {
+        workers,
+        batch: BatchOptions::default(),
+    };
+    let loader = Loader::spawn(
+        Arc::clone(set),
+        c.views.clone(),
+        c.batch_size,
+        c.seed,
+        (trainer.step, until),
+        options,
+    )
+    .unwrap();
+    while trainer.step < until {
+        let batch = loader.next_batch().unwrap().unwrap();
+        trainer.train_step(&batch, 0.0).unwrap();
+    }
+}
+
+#[test]
+fn a_streamed_run_resumed_with_other_workers_is_bit_exact() {
+    let root = png_folder("stream", 40);
+    let set = Arc::new(data::open(&format!("folder:{}", root.display())).unwrap());
+    assert!(set.is_streamed());
+    let mut config = tiny();
+    config.data = set.name.clone();
+    config.steps = 6;
+    let mut straight = Trainer::new(config.clone()).unwrap();
+    run_loader(&mut straight, &set, 6, 3);
+
+    let dir = scratch("stream-resume");
+    let mut first = Trainer::new(config).unwrap();
+    run_loader(&mut first, &set, 3, 1);
+    checkpoint::save(&first, &dir).unwrap();
+    drop(first);
+    let mut resumed = checkpoint::load(&dir).unwrap();
+    run_loader(&mut resumed, &set, 6, 2);
+    assert_eq!(parameters(&resumed), parameters(&straight));
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(root).ok();
 }
 
 #[test]

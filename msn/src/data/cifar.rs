@@ -71,13 +71,13 @@ pub fn cifar10(root: &Path, split: Split) -> Result<ImageSet> {
             });
         }
     }
-    Ok(ImageSet {
-        name: String::new(),
+    Ok(ImageSet::in_memory(
+        String::new(),
         images,
         labels,
-        classes: CLASSES.iter().map(|s| s.to_string()).collect(),
-        channels: 3,
-    })
+        CLASSES.iter().map(|s| s.to_string()).collect(),
+        3,
+    ))
 }
 
 /// Writes images (32×32 RGB) and labels in CIFAR-10's binary record layout.

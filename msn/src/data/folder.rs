@@ -1,13 +1,95 @@
-//! An ImageFolder: one sub-folder per class, JPEG or PNG files inside.
+//! An ImageFolder: one sub-folder per class, JPEG or PNG files anywhere
+//! below it. The folder is scanned once into an index of paths and labels;
+//! an image is read and decoded only when a batch needs it, so memory does
+//! not grow with the number of images.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{Image, ImageSet};
+use rayon::prelude::*;
+
+use super::pixels::{decode_file, DecodeTally, Pixels};
+use super::{ImageSet, Storage};
 use crate::{Error, Result};
 
-fn is_image(path: &Path) -> bool {
+/// How deep a class folder may nest: past this a symbolic link loops.
+const MAX_DEPTH: usize = 64;
+/// Files whose headers are read at open to choose the set's channel count.
+const CHANNEL_PROBES: usize = 32;
+
+/// The image files of a folder: paths relative to its root, packed into one
+/// buffer (a million ImageNet paths take about 40 MB, not a `PathBuf` each).
+#[derive(Debug)]
+pub struct FileIndex {
+    root: PathBuf,
+    /// The relative paths' OS-encoded bytes, end to end.
+    names: Vec<u8>,
+    /// Where each path ends in `names`.
+    ends: Vec<usize>,
+    /// Files passed over because they are not JPEG or PNG.
+    pub(super) ignored: usize,
+    tally: Arc<DecodeTally>,
+}
+
+impl FileIndex {
+    fn relative(&self, i: usize) -> &OsStr {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        // SAFETY: `names` holds only whole paths taken from
+        // `OsStr::as_encoded_bytes` in this process, cut at their own ends.
+        unsafe { OsStr::from_encoded_bytes_unchecked(&self.names[start..self.ends[i]]) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The full path of file `i`.
+    pub fn path(&self, i: usize) -> PathBuf {
+        self.root.join(self.relative(i))
+    }
+
+    /// Reads and decodes file `i`.
+    pub fn decode(&self, i: usize) -> Result<Pixels<'static>> {
+        let path = self.path(i);
+        let bytes =
+            std::fs::read(&path).map_err(|e| Error::data(&path, format!("cannot read ({e})")))?;
+        decode_file(&path, &bytes, &self.tally)
+    }
+
+    pub(super) fn tally(&self) -> &DecodeTally {
+        &self.tally
+    }
+
+    /// The files at `indices`, in that order (with a tally of their own).
+    pub(super) fn subset(&self, indices: &[usize]) -> FileIndex {
+        let mut index = FileIndex {
+            root: self.root.clone(),
+            names: Vec::new(),
+            ends: Vec::with_capacity(indices.len()),
+            ignored: 0,
+            tally: Arc::default(),
+        };
+        for &i in indices {
+            index.push(self.relative(i));
+        }
+        index
+    }
+
+    fn push(&mut self, relative: &OsStr) {
+        self.names.extend_from_slice(relative.as_encoded_bytes());
+        self.ends.push(self.names.len());
+    }
+}
+
+fn is_image(name: &OsStr) -> bool {
     matches!(
-        path.extension()
+        Path::new(name)
+            .extension()
             .and_then(|e| e.to_str())
             .map(|e| e.to_ascii_lowercase())
             .as_deref(),
@@ -15,15 +97,86 @@ fn is_image(path: &Path) -> bool {
     )
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let read = std::fs::read_dir(dir)
-        .map_err(|e| Error::data(dir, format!("cannot read folder ({e})")))?;
-    let mut paths: Vec<_> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    Ok(paths)
+/// Dot-files and dot-folders (`.DS_Store`, macOS's `._photo.jpg`, `.ipynb_checkpoints`) are not data.
+fn is_hidden(name: &OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
 }
 
-/// Decodes every image; the set is gray (1 channel) if every image is, else RGB.
+fn read_folder(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    let read = std::fs::read_dir(dir)
+        .map_err(|e| Error::data(dir, format!("cannot read folder ({e})")))?;
+    let mut entries = read
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::data(dir, format!("cannot read folder ({e})")))?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
+/// Whether an entry is a folder, following a symbolic link to its target.
+fn is_folder(entry: &std::fs::DirEntry) -> bool {
+    match entry.file_type() {
+        Ok(t) if t.is_symlink() => entry.path().is_dir(),
+        Ok(t) => t.is_dir(),
+        Err(_) => false,
+    }
+}
+
+/// The image files below `dir` (relative to `root`), in sorted order, and
+/// how many other files were passed over.
+fn scan_class(root: &Path, dir: &Path, depth: usize) -> Result<(Vec<PathBuf>, usize)> {
+    if depth > MAX_DEPTH {
+        return Err(Error::data(
+            dir,
+            format!("folders nest deeper than {MAX_DEPTH} levels (a symbolic link loop?)"),
+        ));
+    }
+    let (mut files, mut ignored) = (Vec::new(), 0);
+    for entry in read_folder(dir)? {
+        let name = entry.file_name();
+        if is_folder(&entry) {
+            if !is_hidden(&name) {
+                let (inner, skipped) = scan_class(root, &entry.path(), depth + 1)?;
+                files.extend(inner);
+                ignored += skipped;
+            }
+        } else if is_image(&name) && !is_hidden(&name) {
+            let path = entry.path();
+            files.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+        } else {
+            ignored += 1;
+        }
+    }
+    Ok((files, ignored))
+}
+
+/// RGB if any of a sample of the files is in colour, else gray: read off
+/// their headers, without decoding. Unreadable files are left to fail when
+/// a batch decodes them, with the error naming them.
+fn probe_channels(index: &FileIndex) -> usize {
+    let step = (index.len() / CHANNEL_PROBES).max(1);
+    let mut seen_any = false;
+    for i in (0..index.len()).step_by(step).take(CHANNEL_PROBES) {
+        let colour = image::ImageReader::open(index.path(i))
+            .ok()
+            .and_then(|r| r.with_guessed_format().ok())
+            .and_then(|r| r.into_decoder().ok())
+            .map(|d| image::ImageDecoder::color_type(&d).has_color());
+        match colour {
+            Some(true) => return 3,
+            Some(false) => seen_any = true,
+            None => {}
+        }
+    }
+    if seen_any {
+        1
+    } else {
+        3
+    }
+}
+
+/// Scans `root`: class names are its sub-folders' names, sorted; a class's
+/// images are the JPEG and PNG files anywhere below its folder (any case of
+/// extension). Nothing is decoded here.
 pub fn image_folder(root: &Path) -> Result<ImageSet> {
     if !root.is_dir() {
         return Err(Error::data(
@@ -31,9 +184,9 @@ pub fn image_folder(root: &Path) -> Result<ImageSet> {
             "no such folder; expected one sub-folder per class with JPEG/PNG images",
         ));
     }
-    let class_dirs: Vec<_> = sorted_entries(root)?
+    let class_dirs: Vec<_> = read_folder(root)?
         .into_iter()
-        .filter(|p| p.is_dir())
+        .filter(|e| is_folder(e) && !is_hidden(&e.file_name()))
         .collect();
     if class_dirs.is_empty() {
         return Err(Error::data(
@@ -41,54 +194,39 @@ pub fn image_folder(root: &Path) -> Result<ImageSet> {
             "no class sub-folders; expected one sub-folder per class with JPEG/PNG images",
         ));
     }
-    let mut decoded = Vec::new();
-    let mut classes = Vec::new();
-    for (label, dir) in class_dirs.iter().enumerate() {
-        let files: Vec<_> = sorted_entries(dir)?
-            .into_iter()
-            .filter(|p| p.is_file() && is_image(p))
-            .collect();
+    let scanned = class_dirs
+        .par_iter()
+        .map(|dir| scan_class(root, &dir.path(), 1))
+        .collect::<Result<Vec<_>>>()?;
+    let mut index = FileIndex {
+        root: root.to_path_buf(),
+        names: Vec::new(),
+        ends: Vec::new(),
+        ignored: 0,
+        tally: Arc::default(),
+    };
+    let (mut labels, mut classes) = (Vec::new(), Vec::new());
+    for (label, (dir, (files, ignored))) in class_dirs.iter().zip(scanned).enumerate() {
         if files.is_empty() {
-            return Err(Error::data(dir, "class folder holds no JPEG or PNG images"));
+            return Err(Error::data(
+                dir.path(),
+                "class folder holds no JPEG or PNG images",
+            ));
         }
-        classes.push(
-            dir.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-        for file in files {
-            let img = image::open(&file)
-                .map_err(|e| Error::data(&file, format!("cannot decode image ({e})")))?;
-            decoded.push((img, label));
+        classes.push(dir.file_name().to_string_lossy().into_owned());
+        for file in &files {
+            index.push(file.as_os_str());
         }
+        labels.resize(labels.len() + files.len(), label);
+        index.ignored += ignored;
     }
-    let rgb = decoded.iter().any(|(img, _)| img.color().has_color());
-    let mut images = Vec::with_capacity(decoded.len());
-    let mut labels = Vec::with_capacity(decoded.len());
-    for (img, label) in decoded {
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let pixels = if rgb {
-            let rgb = img.to_rgb8();
-            let raw = rgb.as_raw();
-            (0..3)
-                .flat_map(|c| (0..w * h).map(move |i| raw[i * 3 + c]))
-                .collect()
-        } else {
-            img.to_luma8().into_raw()
-        };
-        images.push(Image {
-            channels: if rgb { 3 } else { 1 },
-            height: h,
-            width: w,
-            pixels,
-        });
-        labels.push(label);
-    }
+    index.names.shrink_to_fit();
+    let channels = probe_channels(&index);
     Ok(ImageSet {
         name: String::new(),
-        images,
         labels,
         classes,
-        channels: if rgb { 3 } else { 1 },
+        channels,
+        storage: Storage::Files(Arc::new(index)),
     })
 }

@@ -104,11 +104,11 @@ pub fn fashion_mnist(dir: &Path, split: Split) -> Result<ImageSet> {
             format!("label {bad} is not one of the 10 classes"),
         ));
     }
-    Ok(ImageSet {
-        name: String::new(),
+    Ok(ImageSet::in_memory(
+        String::new(),
         images,
         labels,
-        classes: CLASSES.iter().map(|s| s.to_string()).collect(),
-        channels: 1,
-    })
+        CLASSES.iter().map(|s| s.to_string()).collect(),
+        1,
+    ))
 }

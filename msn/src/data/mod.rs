@@ -1,11 +1,19 @@
-//! Image data sets behind one interface: the embedded Fashion-MNIST, a folder
-//! of class sub-folders (ImageFolder), and CIFAR-10's binary batches.
+//! Image data sets behind one interface: the embedded Fashion-MNIST and
+//! CIFAR-10's binary batches, held decoded in memory, and a folder of class
+//! sub-folders (ImageFolder), held as an index of paths and decoded when a
+//! batch needs an image.
 
 mod cifar;
 mod folder;
 mod idx;
+mod pixels;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use folder::FileIndex;
+pub use pixels::{DecodeTally, Layout, Pixels};
 
 use crate::{Error, Result};
 
@@ -18,24 +26,115 @@ pub struct Image {
     pub pixels: Vec<u8>,
 }
 
-/// Labelled images, all with the same channel count.
+/// Where a set's images are.
+#[derive(Clone, Debug)]
+enum Storage {
+    /// Decoded, for the small sets (Fashion-MNIST, CIFAR-10).
+    Memory(Arc<Vec<Image>>),
+    /// Files, decoded one at a time when asked for.
+    Files(Arc<FileIndex>),
+}
+
+/// Labelled images, all with the same channel count (a file whose own
+/// count differs is converted when it is decoded).
 #[derive(Clone, Debug)]
 pub struct ImageSet {
     /// How the set was named on the command line.
     pub name: String,
-    pub images: Vec<Image>,
     pub labels: Vec<usize>,
     pub classes: Vec<String>,
     pub channels: usize,
+    storage: Storage,
 }
 
 impl ImageSet {
+    /// A set of decoded images (each with `channels` channels).
+    pub fn in_memory(
+        name: impl Into<String>,
+        images: Vec<Image>,
+        labels: Vec<usize>,
+        classes: Vec<String>,
+        channels: usize,
+    ) -> Self {
+        ImageSet {
+            name: name.into(),
+            labels,
+            classes,
+            channels,
+            storage: Storage::Memory(Arc::new(images)),
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.labels.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.labels.is_empty()
+    }
+
+    /// True when the images are files decoded on demand.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.storage, Storage::Files(_))
+    }
+
+    /// Where image `i` comes from, for messages: its path, or its index.
+    pub fn describe(&self, i: usize) -> String {
+        match &self.storage {
+            Storage::Memory(_) => format!("image {i} of {}", self.name),
+            Storage::Files(index) => index.path(i).display().to_string(),
+        }
+    }
+
+    /// Image `i` as its source holds it (borrowed when in memory, decoded
+    /// from its file otherwise), with its own channel count.
+    pub fn pixels(&self, i: usize) -> Result<Pixels<'_>> {
+        match &self.storage {
+            Storage::Memory(images) => Ok(Pixels::planar(&images[i])),
+            Storage::Files(index) => index.decode(i),
+        }
+    }
+
+    /// Image `i` decoded, channel-major, with the set's channel count.
+    pub fn image(&self, i: usize) -> Result<Cow<'_, Image>> {
+        match &self.storage {
+            Storage::Memory(images) => Ok(Cow::Borrowed(&images[i])),
+            Storage::Files(index) => Ok(Cow::Owned(index.decode(i)?.to_image(self.channels))),
+        }
+    }
+
+    /// The images at `indices`, in that order, as a set of their own.
+    pub fn subset(&self, indices: &[usize]) -> ImageSet {
+        let storage = match &self.storage {
+            Storage::Memory(images) => Storage::Memory(Arc::new(
+                indices.iter().map(|&i| images[i].clone()).collect(),
+            )),
+            Storage::Files(index) => Storage::Files(Arc::new(index.subset(indices))),
+        };
+        ImageSet {
+            name: self.name.clone(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+            channels: self.channels,
+            storage,
+        }
+    }
+
+    /// How many decoded images of this set are alive now, and the most
+    /// ever at once (files only; in-memory images are not counted).
+    pub fn decode_tally(&self) -> Option<&DecodeTally> {
+        match &self.storage {
+            Storage::Memory(_) => None,
+            Storage::Files(index) => Some(index.tally()),
+        }
+    }
+
+    /// Files the folder scan passed over because they are not JPEG or PNG.
+    pub fn ignored_files(&self) -> usize {
+        match &self.storage {
+            Storage::Memory(_) => 0,
+            Storage::Files(index) => index.ignored,
+        }
     }
 }
 

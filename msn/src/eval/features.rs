@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ops::Tensor;
+use rayon::prelude::*;
 use vit::{VisionTransformer, VitConfig};
 
 use crate::augment::{eval_transform, normalize_into, FloatImage};
@@ -48,9 +49,18 @@ pub fn default_normalisation(channels: usize) -> Normalisation {
 }
 
 /// One image prepared for the encoder: the evaluation resize and crop, then normalisation.
-fn prepare(set: &ImageSet, i: usize, size: usize, mean: &[f32], std: &[f32], out: &mut [f32]) {
-    let img = eval_transform(&FloatImage::from_image(&set.images[i]), size);
+fn prepare(
+    set: &ImageSet,
+    i: usize,
+    size: usize,
+    mean: &[f32],
+    std: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    let decoded = set.image(i)?;
+    let img = eval_transform(&FloatImage::from_image(&decoded), size);
     normalize_into(&img, mean, std, out);
+    Ok(())
 }
 
 /// Features `[N, D]` of every image of `set`, in batches; `progress(done)` after each.
@@ -74,16 +84,13 @@ pub fn extract_features(
     for start in (0..set.len()).step_by(256) {
         let end = (start + 256).min(set.len());
         let mut pixels = vec![0.0f32; (end - start) * per];
-        for (k, i) in (start..end).enumerate() {
-            prepare(
-                set,
-                i,
-                size,
-                normalisation.0,
-                normalisation.1,
-                &mut pixels[k * per..(k + 1) * per],
-            );
-        }
+        // A folder's images are decoded here: in parallel, between the encoder's batches.
+        pixels
+            .par_chunks_mut(per)
+            .zip(start..end)
+            .try_for_each(|(out, i)| {
+                prepare(set, i, size, normalisation.0, normalisation.1, out)
+            })?;
         let batch = Tensor::from_vec(pixels, &[end - start, c.in_channels, size, size])?
             .to_device(encoder.device())?;
         let out = encoder.forward(&batch, None)?;
@@ -100,15 +107,16 @@ pub fn extract_features(
 
 /// Raw pixels (normalised) as features, `[N, C·H·W]`; every image must have the same size.
 pub fn pixel_features(set: &ImageSet) -> Result<Tensor> {
-    let first = set
-        .images
-        .first()
-        .ok_or_else(|| Error::Config(format!("data {} is empty", set.name)))?;
+    if set.is_empty() {
+        return Err(Error::Config(format!("data {} is empty", set.name)));
+    }
+    let first = set.image(0)?;
     let (h, w) = (first.height, first.width);
     let per = set.channels * h * w;
     let (mean, std) = default_normalisation(set.channels);
     let mut rows = vec![0.0f32; set.len() * per];
-    for (i, img) in set.images.iter().enumerate() {
+    for i in 0..set.len() {
+        let img = set.image(i)?;
         if (img.height, img.width) != (h, w) {
             return Err(Error::Config(format!(
                 "raw-pixel features need images of one size; image {i} is {}×{}, not {h}×{w}",
@@ -116,7 +124,7 @@ pub fn pixel_features(set: &ImageSet) -> Result<Tensor> {
             )));
         }
         normalize_into(
-            &FloatImage::from_image(img),
+            &FloatImage::from_image(&img),
             &mean,
             &std,
             &mut rows[i * per..(i + 1) * per],
