@@ -16,8 +16,12 @@ use serde_json::json;
 #[derive(clap::Args)]
 pub struct Args {
     /// Configuration preset: fmnist-tiny (default) or msn-vit-small-16.
-    #[arg(long, default_value = "fmnist-tiny")]
-    preset: String,
+    #[arg(long)]
+    preset: Option<String>,
+    /// A TOML configuration file (as `msn pretrain --config`): its network,
+    /// views and batch are timed.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Images per step (default: the preset's).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -80,7 +84,10 @@ pub fn run(args: Args) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1, got 0");
     }
-    let mut config = PretrainConfig::preset(&args.preset)?;
+    let mut config = match &args.config {
+        Some(path) => PretrainConfig::from_file(path, args.preset.as_deref())?,
+        None => PretrainConfig::preset(args.preset.as_deref().unwrap_or(msn::config::PRESETS[0]))?,
+    };
     if let Some(b) = args.batch_size {
         config.batch_size = b;
     }

@@ -83,3 +83,55 @@ pub fn plot_bars(counts: &[u32], path: &Path, title: &str) -> Result<()> {
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(())
 }
+
+/// Accuracy curves against training time: one named series of
+/// (minutes, accuracy in %) per measure, with a legend.
+pub fn plot_accuracy(series: &[(&str, Vec<(f64, f64)>)], path: &Path, title: &str) -> Result<()> {
+    if series.iter().all(|(_, points)| points.is_empty()) {
+        return Ok(());
+    }
+    register_font();
+    let fail = |e: &dyn std::fmt::Display| anyhow!("{}: {e}", path.display());
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let last = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..last * 1.02, 0.0..100.0)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("training time (minutes, measurements excluded)")
+        .y_desc("accuracy (%)")
+        .draw()
+        .map_err(|e| fail(&e))?;
+    for (k, (name, points)) in series.iter().enumerate() {
+        let colour = Palette99::pick(k).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}

@@ -10,18 +10,27 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use msn::checkpoint;
-use msn::config::PretrainConfig;
+use msn::config::{PretrainConfig, PRESETS};
+use msn::eval::Monitor;
 use msn::loader::{Loader, LoaderOptions};
 use msn::trainer::{StepMetrics, Trainer};
 use msn::views::BatchOptions;
 
-use crate::plot::plot_losses;
+use crate::plot::{plot_accuracy, plot_losses};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Configuration preset: fmnist-tiny (default) or msn-vit-small-16.
-    #[arg(long, default_value = "fmnist-tiny")]
-    preset: String,
+    /// Configuration preset: fmnist-tiny (default) or msn-vit-small-16
+    /// (`msn/presets/*.toml`).
+    #[arg(long)]
+    preset: Option<String>,
+    /// A TOML configuration file: any fields of a run (as --print-config
+    /// prints them) over its `preset`'s, or --preset's; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the resolved configuration as TOML and exit without training.
+    #[arg(long)]
+    print_config: bool,
     /// Data: fashion-mnist[:train|:test], folder:PATH or cifar10:PATH (default: the preset's).
     #[arg(long)]
     data: Option<String>,
@@ -73,6 +82,19 @@ pub struct Args {
     /// one on a GPU).
     #[arg(long)]
     workers: Option<usize>,
+    /// Measure the target encoder every N steps (and at the end) while it
+    /// trains: k-NN and 5-shot accuracy on a fixed labelled subset of
+    /// --eval-data, written to metrics.jsonl and drawn in accuracy.png.
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// The monitor's labelled images (default: the validation split of the
+    /// training source, SOURCE:val: held out when training on SOURCE:fit).
+    #[arg(long)]
+    eval_data: Option<String>,
+    /// How many images of --eval-data the monitor measures on (a quarter as
+    /// queries, the rest as the labelled bank).
+    #[arg(long, default_value_t = 2000)]
+    eval_images: usize,
     /// Replace an image that does not decode by another of its batch (with
     /// a warning naming it, once) instead of stopping.
     #[arg(long)]
@@ -81,7 +103,9 @@ pub struct Args {
 
 impl Args {
     fn overrides_given(&self) -> bool {
-        self.data.is_some()
+        self.preset.is_some()
+            || self.config.is_some()
+            || self.data.is_some()
             || self.steps.is_some()
             || self.epochs.is_some()
             || self.batch_size.is_some()
@@ -95,7 +119,10 @@ impl Args {
     }
 
     fn config(&self, dataset_len: impl FnOnce(&str) -> Result<usize>) -> Result<PretrainConfig> {
-        let mut c = PretrainConfig::preset(&self.preset)?;
+        let mut c = match &self.config {
+            Some(path) => PretrainConfig::from_file(path, self.preset.as_deref())?,
+            None => PretrainConfig::preset(self.preset.as_deref().unwrap_or(PRESETS[0]))?,
+        };
         if let Some(d) = &self.data {
             c.data = d.clone();
         }
@@ -139,6 +166,50 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     .with_context(|| format!("rewriting {}", path.display()))
 }
 
+/// The monitor's validation source for a training source: `SOURCE:val`.
+fn validation_of(data: &str) -> String {
+    let base = [":train", ":fit", ":val", ":test"]
+        .iter()
+        .find_map(|suffix| data.strip_suffix(suffix))
+        .unwrap_or(data);
+    format!("{base}:val")
+}
+
+/// Training seconds logged by the last line of `metrics.jsonl` (a resumed run continues from them).
+fn last_train_seconds(path: &Path) -> f64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["train_s"].as_f64())
+        .next_back()
+        .unwrap_or(0.0)
+}
+
+/// The monitor's k-NN and few-shot curves (minutes of training, accuracy in %).
+fn read_monitor(path: &Path) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+    let (mut knn, mut fewshot) = (Vec::new(), Vec::new());
+    for v in std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let (Some(t), Some(k), Some(f)) = (
+            v["train_s"].as_f64(),
+            v["monitor"]["knn"].as_f64(),
+            v["monitor"]["fewshot"].as_f64(),
+        ) else {
+            continue;
+        };
+        knn.push((t / 60.0, 100.0 * k));
+        fewshot.push((t / 60.0, 100.0 * f));
+    }
+    vec![
+        ("k-NN (k = 20)", knn),
+        ("5-shot logistic regression", fewshot),
+    ]
+}
+
 fn read_losses(path: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -171,6 +242,15 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or_else(|| msn::loader::default_workers(args.device != ops::Device::Cpu));
     if workers == 0 {
         bail!("--workers must be at least 1, got 0");
+    }
+    if args.print_config {
+        let config = if args.resume {
+            checkpoint::read_config(&args.out.join(checkpoint::CHECKPOINT))?.0
+        } else {
+            args.config(|source| Ok(msn::data::open(source)?.len()))?
+        };
+        print!("{}", config.to_toml());
+        return Ok(());
     }
     // The data is opened once (a folder is scanned once), before the model is built.
     let mut opened = None;
@@ -217,6 +297,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    let config_path = args.out.join("config.toml");
+    vit::write_atomically(&config_path, config.to_toml().as_bytes())
+        .with_context(|| format!("writing {}", config_path.display()))?;
     let metrics_path = args.out.join("metrics.jsonl");
     if args.resume {
         truncate_metrics(&metrics_path, trainer.step)?;
@@ -284,6 +367,28 @@ pub fn run(args: Args) -> Result<()> {
         .expect("valid template"),
     );
     let per_epoch = trainer.steps_per_epoch(dataset.len());
+    let monitor = match args.eval_every {
+        0 => None,
+        _ => {
+            let source = args
+                .eval_data
+                .clone()
+                .unwrap_or_else(|| validation_of(&config.data));
+            let set = msn::data::open(&source)
+                .with_context(|| format!("opening the monitor's data (--eval-data {source})"))?;
+            if set.channels != config.encoder.in_channels {
+                bail!(
+                    "--eval-data {source} has {} channel(s) but the encoder expects {}",
+                    set.channels,
+                    config.encoder.in_channels
+                );
+            }
+            Some(Monitor::new(&set, args.eval_images, 5, 2, config.seed)?)
+        }
+    };
+    // Training time excludes the monitor's, so that recipes compare at equal training minutes.
+    let trained_before = last_train_seconds(&metrics_path);
+    let mut monitor_s = 0.0;
     let started = Instant::now();
     let mut warned = false;
     let mut bad_files = HashSet::new();
@@ -302,8 +407,27 @@ pub fn run(args: Args) -> Result<()> {
         }
         let mut m = trainer.train_step(&batch, wait.elapsed().as_secs_f64())?;
         m.epoch = (m.step - 1) / per_epoch;
-        m.elapsed_s = started.elapsed().as_secs_f64();
         m.skipped_images = batch.skipped.len();
+        m.train_s = trained_before + started.elapsed().as_secs_f64() - monitor_s;
+        if let Some(monitor) = &monitor {
+            if m.step % args.eval_every == 0 || m.step == config.steps {
+                let (mean, std) = (&config.views.mean, &config.views.std);
+                let report = monitor.measure(&trainer.target.encoder, (mean, std))?;
+                bar.suspend(|| {
+                    eprintln!(
+                        "step {}: monitor k-NN {:.1} %, {}-shot {:.1} % ({:.1} s)",
+                        m.step,
+                        100.0 * report.knn,
+                        report.shots,
+                        100.0 * report.fewshot,
+                        report.seconds
+                    )
+                });
+                monitor_s += report.seconds;
+                m.monitor = Some(report);
+            }
+        }
+        m.elapsed_s = started.elapsed().as_secs_f64();
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)
             .with_context(|| format!("writing {}", metrics_path.display()))?;
         bar.set_position(m.step);
@@ -329,6 +453,14 @@ pub fn run(args: Args) -> Result<()> {
         &plot,
         &format!("MSN {} on {}", config.preset, config.data),
     )?;
+    if monitor.is_some() {
+        let curves = read_monitor(&metrics_path);
+        plot_accuracy(
+            &curves,
+            &args.out.join("accuracy.png"),
+            &format!("target encoder of MSN {} on {}", config.preset, config.data),
+        )?;
+    }
     let first_loss = losses.first().map(|l| l.1).unwrap_or(f64::NAN);
     let last_loss = losses.last().map(|l| l.1).unwrap_or(f64::NAN);
     println!(

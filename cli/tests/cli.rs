@@ -105,7 +105,7 @@ fn bad_pretraining_input_is_a_one_line_error() {
     }
     assert_clean_error(
         &msn(&["pretrain", "--batch-size", "1", "--out", out]),
-        "batch size 1",
+        "`batch_size` = 1",
     );
     assert_clean_error(&msn(&["pretrain", "--resume", "--out", out]), "not found");
     let data = format!("folder:{}", cifar_class_folder("rgb").display());
@@ -340,7 +340,7 @@ fn bench_times_training_steps_on_random_views() {
         &msn(&["bench", "--preset", "resnet"]),
         "unknown preset `resnet`",
     );
-    assert_clean_error(&msn(&["bench", "--batch-size", "1"]), "batch size 1");
+    assert_clean_error(&msn(&["bench", "--batch-size", "1"]), "`batch_size` = 1");
     assert_clean_error(
         &msn(&["bench", "--precision", "bf16"]),
         "--precision bf16 needs a GPU",
@@ -445,4 +445,104 @@ fn bench_times_the_data_pipeline_alone() {
     assert!(text.contains("images/s"), "{text}");
     assert_clean_error(&msn(&["bench", "--workers", "2"]), "--data");
     std::fs::remove_dir_all(root).ok();
+}
+
+#[test]
+fn a_printed_configuration_loads_back_and_every_run_writes_its_own() {
+    let dir = scratch("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let printed = msn(&[
+        "pretrain",
+        "--print-config",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.002",
+    ]);
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    let file = dir.join("recipe.toml");
+    std::fs::write(&file, &printed.stdout).unwrap();
+    let again = msn(&[
+        "pretrain",
+        "--print-config",
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        again.stdout, printed.stdout,
+        "print → load → print is the identity"
+    );
+
+    // A run with the file and the online monitor writes its configuration, and logs what the monitor measured.
+    let out = dir.join("run");
+    let run = msn(&[
+        "pretrain",
+        "--config",
+        file.to_str().unwrap(),
+        "--data",
+        "fashion-mnist:fit",
+        "--eval-every",
+        "2",
+        "--eval-images",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        written.contains("data = \"fashion-mnist:fit\"") && written.contains("steps = 3"),
+        "{written}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let measured: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["monitor"].is_object())
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(measured, [2, 3], "every 2 steps and at the end");
+    for l in lines.iter().filter(|l| l["monitor"].is_object()) {
+        let (knn, few) = (
+            l["monitor"]["knn"].as_f64().unwrap(),
+            l["monitor"]["fewshot"].as_f64().unwrap(),
+        );
+        assert!(
+            (0.0..=1.0).contains(&knn) && (0.0..=1.0).contains(&few),
+            "{l}"
+        );
+        assert!(l["train_s"].as_f64().unwrap() <= l["elapsed_s"].as_f64().unwrap());
+    }
+    assert!(out.join("accuracy.png").is_file());
+    // What the monitor logged at the last step is what the saved target encoder measures.
+    let (encoder, norm) =
+        msn::eval::encoder_from_file(&out.join("checkpoint.safetensors"), false, None).unwrap();
+    let (mean, std) = norm.unwrap();
+    let val = msn::data::open("fashion-mnist:val").unwrap();
+    let monitor = msn::eval::Monitor::new(&val, 200, 5, 2, 0).unwrap();
+    let report = monitor.measure(&encoder, (&mean, &std)).unwrap();
+    let last = &lines.last().unwrap()["monitor"];
+    assert_eq!(
+        (report.knn, report.fewshot),
+        (
+            last["knn"].as_f64().unwrap(),
+            last["fewshot"].as_f64().unwrap()
+        )
+    );
+
+    std::fs::write(&file, "steps = 3\n[loss]\ntemprature = 0.2\n").unwrap();
+    assert_clean_error(
+        &msn(&["pretrain", "--config", file.to_str().unwrap()]),
+        "temprature",
+    );
+    assert_clean_error(
+        &msn(&["pretrain", "--print-config", "--prototypes", "0"]),
+        "`prototypes` = 0",
+    );
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -61,6 +61,7 @@ impl FloatImage {
 
 /// Colour jitter strengths (torchvision's `ColorJitter`), applied with probability `p`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Jitter {
     pub brightness: f64,
     pub contrast: f64,
@@ -71,6 +72,7 @@ pub struct Jitter {
 
 /// The augmentation pipeline of one kind of view.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ViewAugment {
     /// Output side in pixels.
     pub size: usize,

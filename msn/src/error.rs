@@ -14,7 +14,7 @@ pub enum Error {
     Autograd(#[from] autograd::Error),
     #[error("data {path}: {message}")]
     Data { path: PathBuf, message: String },
-    #[error("unknown data source `{0}`; expected fashion-mnist[:train|:test], folder:PATH or cifar10:PATH[:train|:test]")]
+    #[error("unknown data source `{0}`; expected fashion-mnist, cifar10:PATH or folder:PATH, each with an optional :train, :test, :fit or :val")]
     Source(String),
     #[error("{0}")]
     Config(String),

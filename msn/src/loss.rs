@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LossConfig {
     /// Softmax temperature τ of anchors and targets.
     pub temperature: f64,

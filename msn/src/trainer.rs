@@ -33,6 +33,12 @@ pub struct StepMetrics {
     pub max_target_prob: f64,
     pub images_per_s: f64,
     pub elapsed_s: f64,
+    /// Seconds of training so far, without the online monitor's measurements.
+    pub train_s: f64,
+    /// The online monitor's measurement of the target encoder after this
+    /// step (`--eval-every`), when one was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::eval::MonitorReport>,
     /// Images of this step's batch that did not decode and were replaced
     /// by others of the batch (`--skip-bad-images`).
     pub skipped_images: usize,
@@ -324,6 +330,8 @@ impl Trainer {
             max_target_prob: terms.max_target_prob,
             images_per_s: images as f64 / (elapsed + timing.data_wait).max(1e-9),
             elapsed_s: 0.0,
+            train_s: 0.0,
+            monitor: None,
             skipped_images: 0,
             timing,
         })

@@ -16,6 +16,7 @@ use crate::data::ImageSet;
 use crate::Result;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ViewConfig {
     pub target: ViewAugment,
     pub anchor: ViewAugment,

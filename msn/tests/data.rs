@@ -155,3 +155,33 @@ fn cifar10_binary_batches_round_trip_and_truncation_is_caught() {
     };
     assert!(write_cifar10_batch(&dir.join("x.bin"), &[gray], &[0]).is_err());
 }
+
+#[test]
+fn the_validation_split_is_disjoint_from_the_images_fitted_on() {
+    let train = data::open("fashion-mnist:train").unwrap();
+    let fit = data::open("fashion-mnist:fit").unwrap();
+    let val = data::open("fashion-mnist:val").unwrap();
+    assert_eq!((fit.len(), val.len()), (50_000, 10_000));
+    // Each of the training images is in exactly one of the two, in order.
+    let (mut f, mut v) = (0, 0);
+    for i in 0..train.len() {
+        let image = train.image(i).unwrap();
+        let (part, k) = if i % data::VALIDATION_EVERY == data::VALIDATION_EVERY - 1 {
+            (&val, &mut v)
+        } else {
+            (&fit, &mut f)
+        };
+        assert_eq!(part.image(*k).unwrap(), image, "training image {i}");
+        assert_eq!(part.labels[*k], train.labels[i]);
+        *k += 1;
+    }
+    let mut counts = [0usize; 10];
+    val.labels.iter().for_each(|&l| counts[l] += 1);
+    assert!(
+        counts.iter().all(|&c| (900..1100).contains(&c)),
+        "{counts:?}"
+    );
+    assert_eq!(val.name, "fashion-mnist:val");
+    let err = data::open("fashion-mnist:valid").unwrap_err().to_string();
+    assert!(err.contains("unknown data source"), "{err}");
+}

@@ -26,9 +26,15 @@ fn device() -> Device {
     }
 }
 
-/// The fmnist-tiny recipe at batch 16, narrowed unless `MSN_DEVICE_TEST_FULL` is set.
+/// The first fmnist-tiny recipe (tests/fixtures/fmnist-tiny-v1.toml) at batch 16, narrowed unless `MSN_DEVICE_TEST_FULL` is set.
 fn config(steps: u64) -> PretrainConfig {
-    let mut config = PretrainConfig::fmnist_tiny();
+    // The recipe these tests were written for, not whatever fmnist-tiny is now.
+    let mut config = PretrainConfig::from_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/fmnist-tiny-v1.toml"),
+        None,
+    )
+    .unwrap();
     config.batch_size = 16;
     if std::env::var("MSN_DEVICE_TEST_FULL").is_err() {
         config.encoder.width = 48;

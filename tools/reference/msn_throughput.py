@@ -3,9 +3,12 @@
 The same network and step as `msn pretrain --preset P`, eager mode, on random
 views (augmentation is excluded on both sides: the Rust loader prepares views
 on its own thread):
-- fmnist-tiny: ViT 192x6, 3 heads, patch 4 on 28x28 gray images; head
-  192-1024-1024-128; 512 prototypes; batch 128 with 1 masked anchor view
-  keeping 34 of 49 patches, 4 focal views of 12x12 and 1 target view;
+- fmnist-tiny: ViT 64x4, 2 heads, patch 7 on 28x28 gray images; head
+  64-1024-1024-128; 128 prototypes; batch 64 with 1 masked anchor view
+  keeping 11 of 16 patches, 4 focal views of 14x14 and 1 target view;
+- fmnist-tiny-v1 (the preset until 2026-11-30): ViT 192x6, 3 heads, patch 4;
+  head 192-1024-1024-128; 512 prototypes; batch 128 with 1 masked anchor
+  view keeping 34 of 49 patches, 4 focal views of 12x12 and 1 target view;
 - msn-vit-small-16: ViT-S/16 (384x12, 6 heads) on 224x224 RGB; head
   384-2048-2048-256; 1024 prototypes; batch 64 with 1 masked anchor view
   keeping 166 of 196 patches, 10 focal views of 96x96 and 1 target view.
@@ -32,7 +35,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--steps", type=int, default=12)
 parser.add_argument("--warmup", type=int, default=2)
-parser.add_argument("--preset", choices=["fmnist-tiny", "msn-vit-small-16"], default="fmnist-tiny")
+parser.add_argument("--preset", choices=["fmnist-tiny", "fmnist-tiny-v1", "msn-vit-small-16"], default="fmnist-tiny")
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--batch", type=int, help="the preset's batch size unless given")
 parser.add_argument("--bf16", action="store_true", help="matrix products in bf16 (autocast)")
@@ -42,7 +45,11 @@ torch.manual_seed(0)
 DEV = torch.device(args.device)
 
 PRESETS = {
-    "fmnist-tiny": dict(net=dict(), chans=1, size=28, focal=4, focal_size=12, keep=34, batch=128, K=512, out=128),
+    # fmnist-tiny since 2026-11-30 (msn/presets/fmnist-tiny.toml): ViT 64x4, 2 heads, patch 7.
+    "fmnist-tiny": dict(net=dict(width=64, depth=4, heads=2, patch=7), chans=1, size=28, focal=4, focal_size=14,
+                        keep=11, batch=64, K=128, out=128),
+    # The first fmnist-tiny (tests/fixtures/fmnist-tiny-v1.toml): `msn bench --config` that file beside this.
+    "fmnist-tiny-v1": dict(net=dict(), chans=1, size=28, focal=4, focal_size=12, keep=34, batch=128, K=512, out=128),
     "msn-vit-small-16": dict(
         net=dict(width=384, depth=12, heads=6, hidden=2048, out=256, img_size=224, patch=16, in_chans=3),
         chans=3, size=224, focal=10, focal_size=96, keep=166, batch=64, K=1024, out=256),

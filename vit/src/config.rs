@@ -4,6 +4,7 @@ use crate::{Error, Result};
 
 /// Everything that fixes the shapes of a ViT's parameters.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VitConfig {
     /// Side of the square image the positional embedding was made for.
     pub image_size: usize,

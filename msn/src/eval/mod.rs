@@ -4,6 +4,7 @@
 mod features;
 mod knn;
 mod logistic;
+mod monitor;
 
 pub use features::{
     default_normalisation, encoder_from_file, extract_features, pixel_features, preprocess_rows,
@@ -11,6 +12,7 @@ pub use features::{
 };
 pub use knn::knn_accuracy;
 pub use logistic::{fit_logistic, LogisticModel};
+pub use monitor::{Monitor, MonitorReport};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
