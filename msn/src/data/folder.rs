@@ -65,15 +65,28 @@ impl FileIndex {
         &self.tally
     }
 
-    /// The files at `indices`, in that order (with a tally of their own).
-    pub(super) fn subset(&self, indices: &[usize]) -> FileIndex {
-        let mut index = FileIndex {
-            root: self.root.clone(),
+    fn empty(root: &Path) -> Self {
+        FileIndex {
+            root: root.to_path_buf(),
             names: Vec::new(),
-            ends: Vec::with_capacity(indices.len()),
+            ends: Vec::new(),
             ignored: 0,
             tally: Arc::default(),
-        };
+        }
+    }
+
+    /// Adds `other`'s files (under the same root) after this index's.
+    fn append(&mut self, other: FileIndex) {
+        let offset = self.names.len();
+        self.names.extend_from_slice(&other.names);
+        self.ends.extend(other.ends.iter().map(|e| e + offset));
+        self.ignored += other.ignored;
+    }
+
+    /// The files at `indices`, in that order (with a tally of their own).
+    pub(super) fn subset(&self, indices: &[usize]) -> FileIndex {
+        let mut index = FileIndex::empty(&self.root);
+        index.ends.reserve(indices.len());
         for &i in indices {
             index.push(self.relative(i));
         }
@@ -121,32 +134,29 @@ fn is_folder(entry: &std::fs::DirEntry) -> bool {
     }
 }
 
-/// The image files below `dir` (relative to `root`), in sorted order, and
-/// how many other files were passed over.
-fn scan_class(root: &Path, dir: &Path, depth: usize) -> Result<(Vec<PathBuf>, usize)> {
+/// Adds the image files below `dir` to `index` (paths relative to its
+/// root), in sorted order, and counts the other files it passes over.
+fn scan_class(index: &mut FileIndex, dir: &Path, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::data(
             dir,
             format!("folders nest deeper than {MAX_DEPTH} levels (a symbolic link loop?)"),
         ));
     }
-    let (mut files, mut ignored) = (Vec::new(), 0);
     for entry in read_folder(dir)? {
         let name = entry.file_name();
         if is_folder(&entry) {
             if !is_hidden(&name) {
-                let (inner, skipped) = scan_class(root, &entry.path(), depth + 1)?;
-                files.extend(inner);
-                ignored += skipped;
+                scan_class(index, &entry.path(), depth + 1)?;
             }
         } else if is_image(&name) && !is_hidden(&name) {
             let path = entry.path();
-            files.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+            index.push(path.strip_prefix(&index.root).unwrap_or(&path).as_os_str());
         } else {
-            ignored += 1;
+            index.ignored += 1;
         }
     }
-    Ok((files, ignored))
+    Ok(())
 }
 
 /// RGB if any of a sample of the files is in colour, else gray: read off
@@ -194,33 +204,34 @@ pub fn image_folder(root: &Path) -> Result<ImageSet> {
             "no class sub-folders; expected one sub-folder per class with JPEG/PNG images",
         ));
     }
+    // Each class is scanned into a packed index of its own, in parallel.
     let scanned = class_dirs
         .par_iter()
-        .map(|dir| scan_class(root, &dir.path(), 1))
+        .map(|dir| {
+            let mut class = FileIndex::empty(root);
+            scan_class(&mut class, &dir.path(), 1).map(|()| class)
+        })
         .collect::<Result<Vec<_>>>()?;
-    let mut index = FileIndex {
-        root: root.to_path_buf(),
-        names: Vec::new(),
-        ends: Vec::new(),
-        ignored: 0,
-        tally: Arc::default(),
-    };
-    let (mut labels, mut classes) = (Vec::new(), Vec::new());
-    for (label, (dir, (files, ignored))) in class_dirs.iter().zip(scanned).enumerate() {
-        if files.is_empty() {
+    // Sized once: a million paths grown by doubling would leave their
+    // discarded copies in the allocator's keep.
+    let mut index = FileIndex::empty(root);
+    let files: usize = scanned.iter().map(FileIndex::len).sum();
+    index
+        .names
+        .reserve_exact(scanned.iter().map(|c| c.names.len()).sum());
+    index.ends.reserve_exact(files);
+    let (mut labels, mut classes) = (Vec::with_capacity(files), Vec::new());
+    for (label, (dir, class)) in class_dirs.iter().zip(scanned).enumerate() {
+        if class.is_empty() {
             return Err(Error::data(
                 dir.path(),
                 "class folder holds no JPEG or PNG images",
             ));
         }
         classes.push(dir.file_name().to_string_lossy().into_owned());
-        for file in &files {
-            index.push(file.as_os_str());
-        }
-        labels.resize(labels.len() + files.len(), label);
-        index.ignored += ignored;
+        labels.resize(labels.len() + class.len(), label);
+        index.append(class);
     }
-    index.names.shrink_to_fit();
     let channels = probe_channels(&index);
     Ok(ImageSet {
         name: String::new(),
