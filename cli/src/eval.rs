@@ -57,11 +57,7 @@ fn test_source(args: &Args) -> Result<String> {
     if let Some(t) = &args.test_data {
         return Ok(t.clone());
     }
-    let data = args.data.as_str();
-    let base = [":train", ":fit", ":val"]
-        .iter()
-        .find_map(|suffix| data.strip_suffix(suffix))
-        .unwrap_or(data);
+    let base = msn::data::without_split(&args.data);
     if base == "fashion-mnist" || base.starts_with("cifar10:") {
         Ok(format!("{base}:test"))
     } else {

@@ -168,11 +168,7 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
 
 /// The monitor's validation source for a training source: `SOURCE:val`.
 fn validation_of(data: &str) -> String {
-    let base = [":train", ":fit", ":val", ":test"]
-        .iter()
-        .find_map(|suffix| data.strip_suffix(suffix))
-        .unwrap_or(data);
-    format!("{base}:val")
+    format!("{}:val", msn::data::without_split(data))
 }
 
 /// Training seconds logged by the last line of `metrics.jsonl` (a resumed run continues from them).

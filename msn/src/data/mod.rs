@@ -191,6 +191,11 @@ fn split_suffix(spec: &str) -> (&str, Split, Option<Holdout>) {
     (spec, Split::Train, None)
 }
 
+/// The source without its split: `fashion-mnist:fit` → `fashion-mnist`.
+pub fn without_split(source: &str) -> &str {
+    split_suffix(source).0
+}
+
 /// Opens a data source: `fashion-mnist`, `cifar10:PATH` or `folder:PATH`,
 /// each with an optional split: `:train` (the default), `:test` (not for
 /// folders), or `:fit` and `:val`, the training split without and with
