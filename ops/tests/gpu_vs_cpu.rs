@@ -190,6 +190,18 @@ fn kernels_agree_past_tile_block_and_grid_edges() {
     same_on_device("max axis 1", std::slice::from_ref(&rows), |x| {
         x[0].max_axis(1, false)
     });
+    // Few outputs of a long axis: reduced in chunks, then over the chunks
+    // (uneven ones: 5,000 in 4 and 70,001 in 68).
+    let long = random(&[3, 5000, 2], 10);
+    same_on_device("sum of a long axis", std::slice::from_ref(&long), |x| {
+        x[0].sum_axis(1, false)
+    });
+    same_on_device("max of a long axis", std::slice::from_ref(&long), |x| {
+        x[0].max_axis(1, true)
+    });
+    same_on_device("sum_all of a long vector", &[random(&[70_001], 11)], |x| {
+        x[0].sum_all()
+    });
     let (w, bias) = (
         random(&[300], 6).add_scalar(1.5).unwrap(),
         random(&[300], 7),

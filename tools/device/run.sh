@@ -8,16 +8,29 @@
 #     bash tools/device/run.sh tests         # every op's kernel + the training tests (~3 min)
 #     bash tools/device/run.sh bench         # matmul TFLOP/s, fused attention, bias+GELU
 #     bash tools/device/run.sh throughput    # msn bench vs tools/reference/msn_throughput.py
+#     bash tools/device/run.sh cpu           # the CPU test suite on the host processor
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-/tmp/msn-device}"
 mkdir -p "$out"
 bin=/tmp/msn-device-bin/bin
 if [ ! -x "$bin/msn" ]; then
-    mkdir -p "$(dirname "$bin")" && tar -xzf .device/programs.tar.gz -C "$(dirname "$bin")" || exit 1
+    mkdir -p "$(dirname "$bin")" && python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+        .device/programs.tar.xz "$(dirname "$bin")" || exit 1
 fi
 export MSN_FASHION_MNIST="$PWD/data/fashion-mnist" MSN_TEST_DEVICE=cuda MSN_BENCH_DEVICE=cuda
 export PYTHONUNBUFFERED=1
+# cudarc loads the driver and NVRTC by name at run time: make sure the folders
+# holding them (the toolkit's, or the NVIDIA wheels beside PyTorch) are searched.
+for lib in libcuda.so.1 libnvrtc.so; do
+    if ! ldconfig -p | grep -q "$lib"; then
+        site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
+        dir=$(find /usr/local/cuda*/ /usr/local/nvidia/ "${site:-/nonexistent}/nvidia" -name "$lib*" \
+            -printf '%h\n' 2>/dev/null | head -1)
+        if [ -n "$dir" ]; then export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+    fi
+done
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 
 # Runs a command, its output to the terminal and to $OUT/PART.log.
 logged() { # logged PART COMMAND...
@@ -56,8 +69,23 @@ for part in "${@:-tests}"; do
                 --preset msn-vit-small-16 --batch 64 --device cuda --steps 10 --warmup 3 $flag)
         done
         ;;
+    cpu)
+        # The CPU suite on this machine's host processor, each test binary in
+        # its package folder as cargo runs it, under the repository path it
+        # was built at (a link to this checkout).
+        root=$(cat "$bin/cpu/root")
+        if [ ! -e "$root" ]; then mkdir -p "$(dirname "$root")" && ln -s "$PWD" "$root"; fi
+        mkdir -p "$root/target/release" && cp "$bin/cpu/msn" "$root/target/release/msn"
+        grep -m1 "model name" /proc/cpuinfo | tee -a "$out/cpu.log"
+        grep -o "avx512[a-z]*" /proc/cpuinfo | sort -u | tr "\n" " " | tee -a "$out/cpu.log"
+        echo | tee -a "$out/cpu.log"
+        while read -r package name; do
+            (cd "$package" && unset MSN_TEST_DEVICE MSN_BENCH_DEVICE && logged cpu "$bin/cpu/$name")
+        done <"$bin/cpu/list"
+        grep -E "^test result|FAILED|panicked" "$out/cpu.log" | sort | uniq -c
+        ;;
     *)
-        echo "unknown part $part: expected tests, bench or throughput" >&2
+        echo "unknown part $part: expected tests, bench, throughput or cpu" >&2
         exit 2
         ;;
     esac
