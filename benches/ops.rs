@@ -14,27 +14,72 @@ fn tensor(shape: &[usize]) -> Tensor {
     })
 }
 
+/// The products of one `fmnist-tiny-v1` step at batch 128 (`tests/fixtures/
+/// fmnist-tiny-v1.toml`), one of each shape class, at the 5,120 rows of the
+/// focal views (128 images × 4 views × 10 tokens; the target's 6,400 rows and
+/// the masked anchor's 4,480 behave alike). Forward products read the weight
+/// transposed (`x·Wᵀ`, linear's layout); the backward pass has the input
+/// gradient `g·W` and the weight gradient `gᵀ·x`, whose shared axis is every
+/// token. Together these classes are 97 % of the step's products; attention's
+/// per-head products (one thread each, heads in parallel) are the rest.
+/// (what, m, k, n, a transposed, b transposed): op(a) is m×k, op(b) k×n.
+const STEP_PRODUCTS: [(&str, usize, usize, usize, bool, bool); 12] = [
+    ("qkv forward", ROWS, 192, 576, false, true),
+    ("proj forward", ROWS, 192, 192, false, true),
+    ("fc1 forward", ROWS, 192, 768, false, true),
+    ("fc2 forward", ROWS, 768, 192, false, true),
+    ("qkv input grad", ROWS, 576, 192, false, false),
+    ("fc1 input grad", ROWS, 768, 192, false, false),
+    ("fc2 input grad", ROWS, 192, 768, false, false),
+    ("qkv weight grad", 576, ROWS, 192, true, false),
+    ("fc1 weight grad", 768, ROWS, 192, true, false),
+    ("fc2 weight grad", 192, ROWS, 768, true, false),
+    ("head forward", 512, 1024, 1024, false, true),
+    ("square", 1024, 1024, 1024, false, false),
+];
+const ROWS: usize = 5120;
+
 fn matmul(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul");
     group.sample_size(10);
-    // fmnist-tiny at batch 128: 128 images × 50 tokens = 6400 rows of width 192.
-    for (m, k, n, what) in [
-        (6400, 192, 576, "qkv"),
-        (6400, 192, 768, "fc1"),
-        (6400, 768, 192, "fc2"),
-        (1024, 1024, 1024, "square"),
-    ] {
-        let (a, b) = (tensor(&[m, k]), tensor(&[k, n]));
+    for (what, m, k, n, ta, tb) in STEP_PRODUCTS {
+        let a = tensor(&if ta { [k, m] } else { [m, k] });
+        let b = tensor(&if tb { [n, k] } else { [k, n] });
         group.throughput(Throughput::Elements((2 * m * n * k) as u64));
         group.bench_function(BenchmarkId::new(what, format!("{m}x{k}x{n}")), |bench| {
-            bench.iter(|| black_box(a.matmul(&b).unwrap()))
+            bench.iter(|| black_box(a.matmul_with(&b, ta, tb).unwrap()))
         });
     }
-    let (a, w) = (tensor(&[6400, 192]), tensor(&[576, 192]));
-    group.throughput(Throughput::Elements(2 * 6400 * 192 * 576));
-    group.bench_function("linear_nt/6400x192x576", |bench| {
-        bench.iter(|| black_box(a.linear(&w, None).unwrap()))
+    // Attention's scores for every head of the batch: 384 products of
+    // 50×64 · 64×50, each on one thread.
+    let (q, k) = (tensor(&[384, 50, 64]), tensor(&[384, 50, 64]));
+    group.throughput(Throughput::Elements(2 * 384 * 50 * 50 * 64));
+    group.bench_function("attention scores/384x50x64x50", |bench| {
+        bench.iter(|| black_box(q.matmul_nt(&k).unwrap()))
     });
+    group.finish();
+}
+
+/// The same products through the gemm alone, into an output allocated once:
+/// the kernel's own speed, without the op's fresh output buffer.
+fn gemm(c: &mut Criterion) {
+    use ops::cpu::gemm::{gemm, MatRef};
+    let mut group = c.benchmark_group("gemm");
+    group.sample_size(10);
+    for (what, m, k, n, ta, tb) in STEP_PRODUCTS {
+        let a = tensor(&if ta { [k, m] } else { [m, k] }).to_vec_f32();
+        let b = tensor(&if tb { [n, k] } else { [k, n] }).to_vec_f32();
+        let mut out = vec![0.0f32; m * n];
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        group.bench_function(BenchmarkId::new(what, format!("{m}x{k}x{n}")), |bench| {
+            bench.iter(|| {
+                let a = MatRef::new(&a, if ta { m } else { k }, ta);
+                let b = MatRef::new(&b, if tb { k } else { n }, tb);
+                gemm(m, n, k, a, b, &mut out, true);
+                black_box(&out);
+            })
+        });
+    }
     group.finish();
 }
 
@@ -58,5 +103,5 @@ fn rowwise(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, rowwise);
+criterion_group!(benches, matmul, gemm, rowwise);
 criterion_main!(benches);

@@ -68,6 +68,15 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The machine's FMA peak on every rayon thread, the best of three short
+/// measurements (about 40 ms each with AVX-512): a core that has just
+/// slowed down to cool would understate it once, not three times.
+fn measured_peak() -> f64 {
+    (0..3)
+        .map(|_| ops::cpu::fma_peak_gflops(30_000_000))
+        .fold(0.0, f64::max)
+}
+
 /// The parts of a step that [`StepTiming`] times, by name.
 fn phases(t: &StepTiming) -> [(&'static str, f64); 5] {
     [
@@ -148,9 +157,14 @@ pub fn run(args: Args) -> Result<()> {
             _ => String::new(),
         }
     );
+    let on_cpu = args.device == ops::Device::Cpu;
     let mut seconds = Vec::with_capacity(args.steps);
     let mut timings = Vec::with_capacity(args.steps);
+    let mut flops_before = 0;
     for step in 0..args.warmup + args.steps {
+        if step == args.warmup {
+            flops_before = ops::cpu::gemm::product_flops();
+        }
         let batch = &batches[step % BATCHES];
         let start = Instant::now();
         let metrics = trainer.train_step(batch, 0.0)?;
@@ -175,6 +189,25 @@ pub fn run(args: Args) -> Result<()> {
         images_per_s.iter().cloned().fold(0.0, f64::max),
         1e3 * step_s
     );
+    let mut report_peak = None;
+    if on_cpu {
+        let flops = (ops::cpu::gemm::product_flops() - flops_before) as f64 / args.steps as f64;
+        let peak = measured_peak();
+        let reached = flops / step_s / 1e9;
+        println!(
+            "{:.2} GFLOP per step in matrix products ({:.1} MFLOP per image; 2·m·n·k of every product, \
+             attention's included, counted as the gemm runs them): {:.1} GFLOP/s, {:.0} % of the \
+             FMA peak ({:.1} GFLOP/s: {} on {} threads, measured now)",
+            flops / 1e9,
+            flops / config.batch_size as f64 / 1e6,
+            reached,
+            100.0 * reached / peak,
+            peak,
+            ops::cpu::isa_name(),
+            rayon::current_num_threads()
+        );
+        report_peak = Some((flops, reached, peak));
+    }
     let per_step: Vec<_> = timings.iter().map(phases).collect();
     let phase_medians: Vec<(&str, f64)> = per_step[0]
         .iter()
@@ -206,6 +239,9 @@ pub fn run(args: Args) -> Result<()> {
             "warmup": args.warmup,
             "images_per_s": median(&images_per_s),
             "step_seconds": seconds,
+            "gflop_per_step": report_peak.map(|(flops, _, _)| flops / 1e9),
+            "gflops": report_peak.map(|(_, reached, _)| reached),
+            "fma_peak_gflops": report_peak.map(|(_, _, peak)| peak),
             "phase_median_seconds": phase_medians.iter().map(|(n, s)| (n.to_string(), json!(s))).collect::<serde_json::Map<_, _>>(),
         });
         vit::write_atomically(path, serde_json::to_string_pretty(&report)?.as_bytes())

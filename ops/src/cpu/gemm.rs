@@ -14,6 +14,9 @@
 //! per instruction set (AVX-512, AVX2+FMA, portable) and chosen at run time, so
 //! one binary runs on any x86-64 and uses the widest vectors it finds.
 
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use super::scratch::{Role, Scratch, ScratchElement};
@@ -177,8 +180,34 @@ impl MicroKernel<f32> for Avx2F32 {
     }
 }
 
+/// Floating-point operations of every product since the process started:
+/// 2·m·n·k each, the multiply and the add of every term (BLAS's convention;
+/// the zero padding of partial tiles is not counted).
+static PRODUCT_FLOPS: AtomicU64 = AtomicU64::new(0);
+
+/// The floating-point operations of every CPU matrix product so far: the
+/// forward and backward products of linear layers, `matmul` and attention
+/// all go through [`gemm_strided`]. Take the difference across a step to
+/// count the step's. One relaxed atomic add per product, which is at least
+/// thousands of multiply-adds: no measurable cost.
+pub fn product_flops() -> u64 {
+    PRODUCT_FLOPS.load(Ordering::Relaxed)
+}
+
 /// [`blocked`] with one element type's micro-kernel for one ISA.
-type Blocked<T> = fn(Isa, usize, usize, usize, MatRef<T>, MatRef<T>, &mut [T], usize, bool);
+type Blocked<T> =
+    for<'c> fn(Isa, usize, usize, usize, MatRef<T>, MatRef<T>, Output<'c, T>, usize, bool);
+
+/// Where a product goes, and what C holds before it. Public only because
+/// [`GemmElement`] names it; no public function takes one.
+pub enum Output<'c, T> {
+    /// `C += A·B` into an initialised C.
+    Accumulate(&'c mut [MaybeUninit<T>]),
+    /// `C = A·B + bias` (the bias, one value per column, or none) into a C
+    /// that may hold anything: the first k block writes every element, and
+    /// later ones add to what it wrote.
+    Overwrite(&'c mut [MaybeUninit<T>], Option<&'c [T]>),
+}
 
 /// Element types the multiply is tuned for; picks the micro-kernel per ISA.
 pub trait GemmElement: ScratchElement {
@@ -248,9 +277,67 @@ pub fn gemm_strided<T: GemmElement>(
         "C must be m rows of n with leading dimension ldc"
     );
     if k > 0 {
-        let isa = detect_isa();
-        T::blocked_for(isa)(isa, m, n, k, a, b, c, ldc, parallel);
+        // SAFETY: `MaybeUninit<T>` has `T`'s layout, and `Accumulate` only
+        // ever writes initialised values through it.
+        let c = unsafe { &mut *(c as *mut [T] as *mut [MaybeUninit<T>]) };
+        multiply(m, n, k, a, b, Output::Accumulate(c), ldc, parallel);
     }
+}
+
+/// `A·B + bias` as a new row-major `m × n` buffer, the bias (one value per
+/// column) broadcast over the rows. The product writes every element on its
+/// first k block, so the buffer is never zeroed or filled first: for the
+/// step's outputs of 10 MB and more, that pass cost a tenth of the product.
+pub fn gemm_new<T: GemmElement>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    bias: Option<&[T]>,
+    parallel: bool,
+) -> Vec<T> {
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "the bias must have n values");
+    }
+    if k == 0 || m == 0 || n == 0 {
+        return match bias {
+            Some(bias) => bias.repeat(m),
+            None => vec![T::zero(); m * n],
+        };
+    }
+    let mut c = Vec::with_capacity(m * n);
+    multiply(
+        m,
+        n,
+        k,
+        a,
+        b,
+        Output::Overwrite(&mut c.spare_capacity_mut()[..m * n], bias),
+        n,
+        parallel,
+    );
+    // SAFETY: with k > 0 the first k block wrote each of the m·n elements.
+    unsafe { c.set_len(m * n) };
+    c
+}
+
+/// Counts the product's operations and runs the blocked multiply with this
+/// CPU's micro-kernel.
+#[allow(clippy::too_many_arguments)]
+fn multiply<T: GemmElement>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: Output<T>,
+    ldc: usize,
+    parallel: bool,
+) {
+    PRODUCT_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
+    let isa = detect_isa();
+    T::blocked_for(isa)(isa, m, n, k, a, b, c, ldc, parallel);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -261,13 +348,17 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     k: usize,
     a: MatRef<T>,
     b: MatRef<T>,
-    c: &mut [T],
+    c: Output<T>,
     ldc: usize,
     parallel: bool,
 ) {
+    let (c, bias, overwrite) = match c {
+        Output::Accumulate(c) => (c, None, false),
+        Output::Overwrite(c, bias) => (c, bias, true),
+    };
     let nr = K::NR;
     let n_panels = n.div_ceil(nr);
-    let run = |ib: usize, c_rows: &mut [T], k0: usize, kc: usize, packed_b: &[T]| {
+    let run = |ib: usize, c_rows: &mut [MaybeUninit<T>], k0: usize, kc: usize, packed_b: &[T]| {
         // Every block but the last ends with its last row's gap to the next.
         let mc = (c_rows.len() + ldc - n) / ldc;
         let job = RowBlock {
@@ -280,6 +371,7 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
             ldc,
             packed_b,
             c_rows,
+            first_write: (overwrite && k0 == 0).then_some(bias),
         };
         match isa {
             // SAFETY: the ISA was detected at run time.
@@ -323,7 +415,7 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
             panels.into_iter().for_each(pack);
         }
         let packed_b = &*packed_b;
-        let row_block = |(ib, c_rows): (usize, &mut [T])| {
+        let row_block = |(ib, c_rows): (usize, &mut [MaybeUninit<T>])| {
             let mut at = 0;
             for kb in phase.clone() {
                 let (k0, kc) = k_block(kb);
@@ -383,6 +475,44 @@ fn pack_panel<T: Element>(
     }
 }
 
+/// Packs rows `r0..r0+rows` of `x`, columns `k0..k0+kc`, into
+/// `rows.div_ceil(width)` panels as [`pack_panel`] does each, for an `x`
+/// whose rows are contiguous in memory along k's stride (a transposed
+/// operand, such as the output gradient in a weight gradient `gᵀ·x`). It
+/// walks k outermost, reading each k's `rows` values in one run: panel by
+/// panel, the same bytes came in as one short piece per k from rows a
+/// thousand floats apart, and the weight gradients spent a fifth of their
+/// time waiting for them.
+#[inline(always)]
+fn pack_transposed_block<T: Element>(
+    x: MatRef<T>,
+    r0: usize,
+    rows: usize,
+    k0: usize,
+    kc: usize,
+    width: usize,
+    out: &mut [T],
+) {
+    debug_assert_eq!(x.row_stride, 1);
+    let panels = rows.div_ceil(width);
+    for p in 0..kc {
+        if p + PACK_AHEAD < kc {
+            prefetch(&x.data[r0 + (k0 + p + PACK_AHEAD) * x.col_stride..][..rows]);
+        }
+        let src = &x.data[r0 + (k0 + p) * x.col_stride..][..rows];
+        for ip in 0..panels {
+            let group = &mut out[ip * kc * width + p * width..][..width];
+            let here = &src[ip * width..];
+            if here.len() >= width {
+                group.copy_from_slice(&here[..width]);
+            } else {
+                group[..here.len()].copy_from_slice(here);
+                group[here.len()..].fill(T::zero());
+            }
+        }
+    }
+}
+
 /// One rayon task: rows `i0..i0+mc` of C for one k block.
 struct RowBlock<'a, T> {
     a: MatRef<'a, T>,
@@ -394,7 +524,10 @@ struct RowBlock<'a, T> {
     /// C's leading dimension: row i of the block starts at `c_rows[i·ldc]`.
     ldc: usize,
     packed_b: &'a [T],
-    c_rows: &'a mut [T],
+    c_rows: &'a mut [MaybeUninit<T>],
+    /// On the first k block of [`Output::Overwrite`], the bias (if any) that
+    /// the tiles are written over, instead of being added to C.
+    first_write: Option<Option<&'a [T]>>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -423,12 +556,17 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
         ldc,
         packed_b,
         c_rows,
+        first_write,
     } = job;
     let (mr, nr) = (K::MR, K::NR);
     let m_panels = mc.div_ceil(mr);
     let mut packed_a = Scratch::take(Role::PackedA, m_panels * kc * mr);
-    for (ip, panel) in packed_a.chunks_exact_mut(kc * mr).enumerate() {
-        pack_panel(a, i0 + ip * mr, mr.min(mc - ip * mr), k0, kc, mr, panel);
+    if a.row_stride == 1 {
+        pack_transposed_block(a, i0, mc, k0, kc, mr, &mut packed_a);
+    } else {
+        for (ip, panel) in packed_a.chunks_exact_mut(kc * mr).enumerate() {
+            pack_panel(a, i0 + ip * mr, mr.min(mc - ip * mr), k0, kc, mr, panel);
+        }
     }
     let mut tile = [T::zero(); MAX_TILE];
     let tile = &mut tile[..mr * nr];
@@ -443,8 +581,24 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
             K::tile(a_panel, b_panel, tile);
             for (ii, tile_row) in tile.chunks_exact(nr).enumerate().take(rows) {
                 let c_row = &mut c_rows[(ip * mr + ii) * ldc + j0..][..cols];
-                for (c, &t) in c_row.iter_mut().zip(tile_row) {
-                    *c += t;
+                match first_write {
+                    Some(Some(bias)) => {
+                        for ((c, &t), &b) in c_row.iter_mut().zip(tile_row).zip(&bias[j0..]) {
+                            c.write(t + b);
+                        }
+                    }
+                    Some(None) => {
+                        for (c, &t) in c_row.iter_mut().zip(tile_row) {
+                            c.write(t);
+                        }
+                    }
+                    None => {
+                        for (c, &t) in c_row.iter_mut().zip(tile_row) {
+                            // SAFETY: C was initialised by the caller
+                            // (`Accumulate`) or by the first k block.
+                            unsafe { *c.assume_init_mut() += t };
+                        }
+                    }
                 }
             }
         }
@@ -455,7 +609,18 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
 /// the tile's write-back finds C in L1 instead of stalling on memory: a C tile
 /// is touched once per k block, so nothing else brings it in.
 #[inline(always)]
-fn prefetch_for_write<T>(row: &[T]) {
+fn prefetch_for_write<T>(row: &[MaybeUninit<T>]) {
+    prefetch(row)
+}
+
+/// Rows of a transposed operand that [`pack_transposed_block`] asks for
+/// ahead of reading them: its rows lie a page or more apart, which the
+/// hardware prefetchers do not follow.
+const PACK_AHEAD: usize = 8;
+
+/// Asks the cache for every line of `row` (a prefetch never faults).
+#[inline(always)]
+fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -517,16 +682,24 @@ mod tests {
                     .collect();
                 let av = MatRef::new(&a, if ta { m } else { k }, ta);
                 let bv = MatRef::new(&b, if tb { k } else { n }, tb);
-                let mut c = vec![T::zero(); m * n];
+                // Accumulated onto ones, and written over nothing with a bias.
+                let mut c = vec![T::one(); m * n];
                 gemm(m, n, k, av, bv, &mut c, true);
+                let bias: Vec<T> = (0..n).map(|j| T::from_f64(j as f64 - 3.5)).collect();
+                let fresh = gemm_new(m, n, k, av, bv, Some(&bias), true);
                 let want = naive(m, n, k, av, bv);
                 let scale = 4.0 * k as f64;
-                for (&x, &y) in c.iter().zip(&want) {
-                    let x = Element::to_f64(x);
-                    assert!(
-                        (x - y).abs() < tolerance * scale,
-                        "{m}x{n}x{k} {ta} {tb}: {x} vs {y}"
-                    );
+                for (at, &y) in want.iter().enumerate() {
+                    let got = [
+                        Element::to_f64(c[at]) - 1.0,
+                        Element::to_f64(fresh[at]) - Element::to_f64(bias[at % n]),
+                    ];
+                    for x in got {
+                        assert!(
+                            (x - y).abs() < tolerance * scale,
+                            "{m}x{n}x{k} {ta} {tb}: {x} vs {y}"
+                        );
+                    }
                 }
             }
         }
@@ -541,6 +714,20 @@ mod tests {
     #[test]
     fn f32_matches_a_naive_loop_too() {
         check::<f32>(1e-6);
+    }
+
+    /// With nothing to multiply, a new product is its bias, or zeros.
+    #[test]
+    fn an_empty_product_is_its_bias() {
+        let (a, b) = (
+            MatRef::new(&[] as &[f32], 0, false),
+            MatRef::new(&[] as &[f32], 2, false),
+        );
+        assert_eq!(
+            gemm_new(3, 2, 0, a, b, Some(&[1.0, 2.0]), true),
+            [1.0, 2.0].repeat(3)
+        );
+        assert_eq!(gemm_new(3, 2, 0, a, b, None, true), vec![0.0; 6]);
     }
 
     /// With a leading dimension wider than n, C is a block of columns of a

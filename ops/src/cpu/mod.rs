@@ -3,10 +3,12 @@
 
 pub mod fast_math;
 pub mod gemm;
+mod peak;
 mod scratch;
 mod simd;
 
-pub use simd::{lane_sum, vectorised};
+pub use peak::fma_peak_gflops;
+pub use simd::{isa_name, lane_sum, vectorised};
 
 use rayon::prelude::*;
 

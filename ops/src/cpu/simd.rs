@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use crate::Element;
 
 /// The widest instruction set this CPU offers the kernels. Setting
-/// `MSN_CPU_PORTABLE` (to anything) forces the baseline, to compare or to
-/// rule out a SIMD path. `pub` only so that `GemmElement` may name it; this
+/// `MSN_CPU_PORTABLE` (to anything) forces the baseline, and
+/// `MSN_CPU_NO_AVX512` stops at AVX2, to compare or to rule out a SIMD path. `pub` only so that `GemmElement` may name it; this
 /// module is private, so no one outside the crate can.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
@@ -34,7 +34,10 @@ pub(crate) fn detect_isa() -> Isa {
                 && is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
             {
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                if std::env::var_os("MSN_CPU_NO_AVX512").is_none()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
+                {
                     return Isa::Avx512;
                 }
                 return Isa::Avx2Fma;
@@ -42,6 +45,15 @@ pub(crate) fn detect_isa() -> Isa {
         }
         Isa::Portable
     })
+}
+
+/// The instruction set the kernels run with, in words, for benchmark reports.
+pub fn isa_name() -> &'static str {
+    match detect_isa() {
+        Isa::Avx512 => "AVX-512",
+        Isa::Avx2Fma => "AVX2+FMA",
+        Isa::Portable => "portable (SSE2)",
+    }
 }
 
 fn has_avx2() -> bool {

@@ -1,11 +1,11 @@
 //! `linear`: `x·Wᵀ + b`, the fully connected layer's op, with the bias fused.
 //!
 //! Shapes: `x: [.., in]`, `w: [out, in]` (PyTorch's layout), `b: [out]` →
-//! `[.., out]`. PyTorch: `F.linear(x, w, b)`. The output starts as the bias
-//! and the product accumulates onto it, so the bias costs no extra pass.
+//! `[.., out]`. PyTorch: `F.linear(x, w, b)`. The product's first write of
+//! each output element adds the bias, so the bias costs no extra pass.
 //! Saves `x` and `w`. Backward: `dx = g·W`, `dW = gᵀ·x`, `db = Σ_rows g`.
 
-use crate::cpu::gemm::{gemm, GemmElement, MatRef};
+use crate::cpu::gemm::{gemm_new, GemmElement, MatRef};
 use crate::error::shape_err;
 use crate::{with_dtype, Error, Result, Tensor};
 
@@ -17,20 +17,15 @@ fn linear_kernel<T: GemmElement>(
     inp: usize,
     out: usize,
 ) -> Vec<T> {
-    let mut c = match bias {
-        Some(b) => b.repeat(rows),
-        None => vec![T::zero(); rows * out],
-    };
-    gemm(
+    gemm_new(
         rows,
         out,
         inp,
         MatRef::new(x, inp, false),
         MatRef::new(w, inp, true),
-        &mut c,
+        bias,
         true,
-    );
-    c
+    )
 }
 
 impl Tensor {

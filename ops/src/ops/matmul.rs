@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::gemm::{gemm, GemmElement, MatRef};
+use crate::cpu::gemm::{gemm, gemm_new, GemmElement, MatRef};
 use crate::error::shape_err;
 use crate::gpu::PackedBf16;
 use crate::{matmul_precision, with_dtype, Error, Precision, Result, Tensor};
@@ -26,9 +26,13 @@ fn matmul_kernel<T: GemmElement>(
     (m, n, k): (usize, usize, usize),
     (ta, tb): (bool, bool),
 ) -> Vec<T> {
-    let mut c = vec![T::zero(); batch * m * n];
     let a_cols = if ta { m } else { k };
     let b_cols = if tb { k } else { n };
+    if batch == 1 {
+        let (a, b) = (MatRef::new(a, a_cols, ta), MatRef::new(b, b_cols, tb));
+        return gemm_new(m, n, k, a, b, None, true);
+    }
+    let mut c = vec![T::zero(); batch * m * n];
     let one = |(i, c_i): (usize, &mut [T]), parallel: bool| {
         let a_i = MatRef::new(&a[i * m * k..(i + 1) * m * k], a_cols, ta);
         let b_i = MatRef::new(&b[i * k * n..(i + 1) * k * n], b_cols, tb);
