@@ -197,14 +197,15 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "{:.2} GFLOP per step in matrix products ({:.1} MFLOP per image; 2·m·n·k of every product, \
              attention's included, counted as the gemm runs them): {:.1} GFLOP/s, {:.0} % of the \
-             FMA peak ({:.1} GFLOP/s: {} on {} threads, measured now)",
+             FMA peak ({:.1} GFLOP/s: {} on {} thread{}, measured now)",
             flops / 1e9,
             flops / config.batch_size as f64 / 1e6,
             reached,
             100.0 * reached / peak,
             peak,
             ops::cpu::isa_name(),
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            if rayon::current_num_threads() == 1 { "" } else { "s" }
         );
         report_peak = Some((flops, reached, peak));
     }
