@@ -1,6 +1,6 @@
 /* The machine's fp32 FMA peak on one core: 12 independent FMA chains, 8 wide
    (AVX2) and, where the CPU has it, 16 wide (AVX-512); the peak is the larger.
-   Build and run: gcc -O3 -mavx2 -mfma -mavx512f benches/fma_peak.c -o /tmp/fma_peak && /tmp/fma_peak
+   Build and run: gcc -O3 benches/fma_peak.c -o /tmp/fma_peak && /tmp/fma_peak
    Run one copy per core at once for the whole machine's peak. */
 #include <immintrin.h>
 #include <stdio.h>
