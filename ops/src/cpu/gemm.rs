@@ -395,24 +395,29 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     let mut packed_b = Scratch::take(Role::PackedB, n_panels * nr * KC.min(k) * per_phase);
     for first in (0..k_blocks).step_by(per_phase) {
         let phase = first..first + per_phase;
-        let mut panels = Vec::with_capacity(n_panels * per_phase);
-        let mut rest = &mut packed_b[..];
-        for kb in phase.clone() {
-            let (k0, kc) = k_block(kb);
-            let (block, tail) = rest.split_at_mut(n_panels * kc * nr);
-            rest = tail;
-            let block_panels = block.chunks_mut(kc * nr).enumerate();
-            panels.extend(block_panels.map(|(jp, panel)| (k0, kc, jp, panel)));
-        }
         let pack = |(k0, kc, jp, panel): (usize, usize, usize, &mut [T])| {
             // B's panels are panels of Bᵀ's rows: `nr` columns of B each.
             let cols = nr.min(n - jp * nr);
             pack_panel(b.transposed(), jp * nr, cols, k0, kc, nr, panel)
         };
+        // Packed in place, or listed for the threads to share (a list only
+        // then: attention's many small products pack on their own thread).
+        let mut jobs = Vec::new();
+        let mut rest = &mut packed_b[..];
+        for kb in phase.clone() {
+            let (k0, kc) = k_block(kb);
+            let (block, tail) = rest.split_at_mut(n_panels * kc * nr);
+            rest = tail;
+            for (jp, panel) in block.chunks_mut(kc * nr).enumerate() {
+                if parallel_pack {
+                    jobs.push((k0, kc, jp, panel));
+                } else {
+                    pack((k0, kc, jp, panel));
+                }
+            }
+        }
         if parallel_pack {
-            panels.into_par_iter().for_each(pack);
-        } else {
-            panels.into_iter().for_each(pack);
+            jobs.into_par_iter().for_each(pack);
         }
         let packed_b = &*packed_b;
         let row_block = |(ib, c_rows): (usize, &mut [MaybeUninit<T>])| {

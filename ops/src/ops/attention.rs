@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::gemm::{gemm, gemm_strided, GemmElement, MatRef};
+use crate::cpu::gemm::{gemm_new, gemm_strided, GemmElement, MatRef};
 use crate::error::shape_err;
 use crate::gpu::{self, AttentionDims, AttentionLayout, AttentionSaved};
 use crate::ops::softmax::softmax_row;
@@ -52,8 +52,7 @@ pub(crate) fn forward_entry<T: GemmElement>(
     probs: &mut [T],
 ) {
     let Dims { n, m, d, e } = dims;
-    let mut scores = vec![T::zero(); n * m];
-    gemm(n, m, d, x.q, x.k.transposed(), &mut scores, false);
+    let mut scores = gemm_new(n, m, d, x.q, x.k.transposed(), None, false);
     crate::cpu::vectorised(|| {
         for (s_row, p_row) in scores.chunks_exact_mut(m).zip(probs.chunks_exact_mut(m)) {
             s_row.iter_mut().for_each(|s| *s *= scale);
@@ -92,8 +91,7 @@ pub(crate) fn backward_entry<T: GemmElement>(
     let p_view = MatRef::new(p, m, false);
     let (dv, ld) = targets.lend(Part::V);
     gemm_strided(m, e, n, p_view.transposed(), go, dv, ld, false);
-    let mut ds = vec![T::zero(); n * m];
-    gemm(n, m, e, go, x.v.transposed(), &mut ds, false);
+    let mut ds = gemm_new(n, m, e, go, x.v.transposed(), None, false);
     crate::cpu::vectorised(|| {
         for (ds_row, p_row) in ds.chunks_exact_mut(m).zip(p.chunks_exact(m)) {
             let dot: T = ds_row.iter().zip(p_row).map(|(&a, &b)| a * b).sum();
