@@ -9,6 +9,7 @@ mod eval;
 mod gradcheck;
 mod plot;
 mod pretrain;
+mod stop;
 mod viz;
 
 use std::process::ExitCode;
@@ -44,10 +45,11 @@ enum Command {
 
 fn main() -> ExitCode {
     allocator::keep_freed_memory();
+    stop::quiet_broken_pipes();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gradcheck(args) => gradcheck::run(args),
-        Command::Pretrain(args) => pretrain::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Pretrain(args) => pretrain::run(*args),
         Command::Eval(args) => eval::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Embed(args) => embed::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(*args).map(|()| ExitCode::SUCCESS),

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use msn::trainer::{StepMetrics, Trainer};
 use msn::views::BatchOptions;
 
 use crate::plot::{plot_accuracy, plot_losses};
+use crate::stop::StopRequest;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -231,7 +233,41 @@ fn collapse_warning(m: &StepMetrics, prototypes: usize) -> Option<String> {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// Takes `out`'s lock file for this run: a second `msn pretrain` into the
+/// same folder would interleave metrics and overwrite checkpoints. The lock
+/// is the kernel's (`flock`), so it goes with the process that holds it: a
+/// crashed or killed run leaves no stale lock behind.
+fn lock_out_folder(out: &Path) -> Result<std::fs::File> {
+    let path = out.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "{} is in use by another msn pretrain (process {}, which holds {}): wait for it to end, or give another --out",
+                out.display(),
+                holder.trim(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(file)
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
     crate::device::check_built(args.device)?;
     let workers = args
         .workers
@@ -246,7 +282,7 @@ pub fn run(args: Args) -> Result<()> {
             args.config(|source| Ok(msn::data::open(source)?.len()))?
         };
         print!("{}", config.to_toml());
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     // The data is opened once (a folder is scanned once), before the model is built.
     let mut opened = None;
@@ -293,6 +329,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    let _lock = lock_out_folder(&args.out)?;
     let config_path = args.out.join("config.toml");
     vit::write_atomically(&config_path, config.to_toml().as_bytes())
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -315,7 +352,7 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display(),
             config.steps
         );
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "MSN pretraining: preset {}, data {} ({} images{}; ready after {:.1} s), ViT {}×{} heads {} patch {}, batch {}, steps {}..{}, {}, {} loader worker{}",
@@ -388,6 +425,7 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let mut warned = false;
     let mut bad_files = HashSet::new();
+    let stop = StopRequest::install()?;
     while trainer.step < config.steps {
         let wait = Instant::now();
         let batch = loader
@@ -437,8 +475,22 @@ pub fn run(args: Args) -> Result<()> {
                 warned = true;
             }
         }
-        if m.step % args.checkpoint_every == 0 || m.step == config.steps {
+        let saved = m.step % args.checkpoint_every == 0 || m.step == config.steps;
+        if saved {
             checkpoint::save(&trainer, &args.out)?;
+        }
+        if let Some((signal, code)) = stop.asked() {
+            if !saved {
+                checkpoint::save(&trainer, &args.out)?;
+            }
+            bar.abandon();
+            eprintln!(
+                "stopped by {signal} after step {} of {}; checkpoint written. Continue with: msn pretrain --out {} --resume",
+                m.step,
+                config.steps,
+                args.out.display()
+            );
+            return Ok(ExitCode::from(code));
         }
     }
     bar.finish();
@@ -469,5 +521,5 @@ pub fn run(args: Args) -> Result<()> {
         metrics_path.display(),
         plot.display()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -208,7 +208,7 @@ pub fn run(args: Args) -> Result<()> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    if args.checkpoint == "random" || !dir.join(msn::checkpoint::TRAIN_STATE).is_file() {
+    if args.checkpoint == "random" || !msn::checkpoint::is_run(&dir) {
         println!("no training run beside the checkpoint: prototypes.png skipped");
         return Ok(());
     }

@@ -546,3 +546,91 @@ fn a_printed_configuration_loads_back_and_every_run_writes_its_own() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Sends `signal` to a child process.
+fn send(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// SIGTERM and SIGINT stop a run at the end of a step with a checkpoint,
+/// exit 143 and 130 with a line saying how to continue, and `--resume`
+/// then finishes the run with every step logged once. While a run is
+/// active, a second one into its folder is refused.
+#[test]
+fn a_signal_stops_the_run_at_a_step_boundary_and_a_second_run_is_refused() {
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let dir = scratch(&format!("signal-{signal}"));
+        let out = dir.to_str().unwrap();
+        let args = [
+            "pretrain",
+            "--data",
+            "fashion-mnist:test",
+            "--batch-size",
+            "8",
+            "--steps",
+            "200",
+            "--checkpoint-every",
+            "1000",
+            "--out",
+            out,
+        ];
+        let child = Command::new(env!("CARGO_BIN_EXE_msn"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let metrics = dir.join("metrics.jsonl");
+        let started = Instant::now();
+        while metric_steps(&metrics).len() < 3 && started.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if signal == "TERM" {
+            assert_clean_error(&msn(&args), "in use by another msn pretrain");
+        }
+        send(&child, signal);
+        let stopped = child.wait_with_output().unwrap();
+        let err = stderr(&stopped);
+        assert_eq!(stopped.status.code(), Some(code), "{err}");
+        assert!(err.contains(&format!("stopped by SIG{signal}")), "{err}");
+        assert!(err.contains("--resume"), "{err}");
+        let logged = metric_steps(&metrics);
+        assert!(logged.len() < 200, "the run finished before the signal");
+        assert!(dir.join("checkpoint.safetensors").is_file());
+
+        let resumed = msn(&["pretrain", "--resume", "--out", out]);
+        assert!(resumed.status.success(), "{}", stderr(&resumed));
+        assert_eq!(
+            metric_steps(&metrics),
+            (1..=200).collect::<Vec<_>>(),
+            "resumed from the step the signal stopped at, each step logged once"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+/// Output into a pipe that closes early ends the program quietly (SIGPIPE's
+/// default action), not with a panic on the next write.
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msn"))
+        .args(["bench", "--steps", "2", "--warmup", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("msn bench"), "{first}");
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.signal(), Some(13), "{}", stderr(&done));
+    assert!(!stderr(&done).contains("panicked"), "{}", stderr(&done));
+}

@@ -1,7 +1,13 @@
 //! Checkpoints: the networks in `checkpoint.safetensors` (the target encoder
 //! under timm's names, so that the file loads as a plain ViT; everything else
-//! under `msn.`), the optimizer in `train_state.safetensors`, both written
-//! atomically. The run's configuration and step travel in the metadata.
+//! under `msn.`), the optimizer in `train_state-STEP.safetensors`, each
+//! written atomically. The run's configuration and step travel in the
+//! metadata.
+//!
+//! The checkpoint is the commit point: the optimizer state of step N is
+//! written first, under a name of its own, then the checkpoint (which names
+//! step N), and only then are older states removed. A process killed at any
+//! moment leaves a checkpoint and the optimizer state of the same step.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +21,43 @@ use crate::trainer::Trainer;
 use crate::{Error, Result};
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
-pub const TRAIN_STATE: &str = "train_state.safetensors";
+/// The optimizer state of runs from before states were named by step.
+const OLD_TRAIN_STATE: &str = "train_state.safetensors";
+
+/// The optimizer state of `step`.
+pub fn train_state_path(dir: &Path, step: u64) -> PathBuf {
+    dir.join(format!("train_state-{step}.safetensors"))
+}
+
+/// Whether `dir` holds a training run that [`load`] can continue (the
+/// checkpoint and the optimizer state of its step), as opposed to weights
+/// alone.
+pub fn is_run(dir: &Path) -> bool {
+    let checkpoint = dir.join(CHECKPOINT);
+    match read_config(&checkpoint) {
+        Ok((_, step, _)) => {
+            train_state_path(dir, step).is_file() || dir.join(OLD_TRAIN_STATE).is_file()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The optimizer states in `dir` other than `keep`'s.
+fn other_train_states(dir: &Path, keep: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let name = name.unwrap_or_default();
+            p != keep
+                && (name == OLD_TRAIN_STATE
+                    || (name.starts_with("train_state-") && name.ends_with(".safetensors")))
+        })
+        .collect()
+}
 
 fn network_tensors(
     net: &MsnNetwork,
@@ -61,7 +103,8 @@ pub fn save(trainer: &Trainer, dir: &Path) -> Result<()> {
         state.push((format!("adam.m.{i:04}"), m.clone()));
         state.push((format!("adam.v.{i:04}"), v.clone()));
     }
-    write_safetensors(&dir.join(TRAIN_STATE), &state, &meta)?;
+    let state_path = train_state_path(dir, trainer.step);
+    write_safetensors(&state_path, &state, &meta)?;
     let mut tensors = network_tensors(&trainer.target, "", "msn.target_head");
     tensors.extend(network_tensors(
         &trainer.anchor,
@@ -70,6 +113,9 @@ pub fn save(trainer: &Trainer, dir: &Path) -> Result<()> {
     ));
     tensors.push(("msn.prototypes".to_string(), trainer.prototypes.clone()));
     write_safetensors(&dir.join(CHECKPOINT), &tensors, &meta)?;
+    for old in other_train_states(dir, &state_path) {
+        std::fs::remove_file(&old).map_err(|source| Error::Io { path: old, source })?;
+    }
     Ok(())
 }
 
@@ -164,7 +210,10 @@ pub fn load(dir: &Path) -> Result<Trainer> {
         }
         None => return Err(checkpoint_error(&path, "missing `msn.prototypes`")),
     }
-    let state_path: PathBuf = dir.join(TRAIN_STATE);
+    let mut state_path = train_state_path(dir, step);
+    if !state_path.is_file() && dir.join(OLD_TRAIN_STATE).is_file() {
+        state_path = dir.join(OLD_TRAIN_STATE);
+    }
     let (state, meta) = read_safetensors(&state_path)?;
     if meta.get("msn.step").and_then(|s| s.parse::<u64>().ok()) != Some(step) {
         return Err(checkpoint_error(

@@ -89,6 +89,48 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The checkpoint is the commit point of a save: a run killed after writing
+/// the next step's optimizer state but before its checkpoint still loads, at
+/// the step of its checkpoint, and ends on the same parameters as a run that
+/// was never stopped; the next save removes the orphaned state.
+#[test]
+fn a_save_cut_short_before_its_checkpoint_leaves_the_last_one_whole() {
+    let set = Arc::new(data::open("fashion-mnist:test").unwrap());
+    let mut straight = Trainer::new(tiny()).unwrap();
+    run(&mut straight, &set, 4);
+
+    let dir = scratch("cut-short");
+    let later = scratch("cut-short-later");
+    let mut first = Trainer::new(tiny()).unwrap();
+    run(&mut first, &set, 2);
+    checkpoint::save(&first, &dir).unwrap();
+    run(&mut first, &set, 3);
+    checkpoint::save(&first, &later).unwrap();
+    // Step 3's save killed between its two writes: its optimizer state is
+    // there, its checkpoint is not.
+    std::fs::copy(
+        checkpoint::train_state_path(&later, 3),
+        checkpoint::train_state_path(&dir, 3),
+    )
+    .unwrap();
+    drop(first);
+
+    let mut resumed = checkpoint::load(&dir).unwrap();
+    assert_eq!(resumed.step, 2);
+    run(&mut resumed, &set, 4);
+    assert_eq!(parameters(&resumed), parameters(&straight));
+    checkpoint::save(&resumed, &dir).unwrap();
+    assert!(checkpoint::train_state_path(&dir, 4).is_file());
+    for gone in [2, 3] {
+        assert!(
+            !checkpoint::train_state_path(&dir, gone).is_file(),
+            "step {gone}'s state left"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(later).ok();
+}
+
 /// Fashion-MNIST test images 0..count as gray PNGs in class folders: a
 /// streamed folder source with the tiny network's shapes.
 fn png_folder(name: &str, count: usize) -> PathBuf {
