@@ -101,6 +101,11 @@ pub struct Args {
     /// a warning naming it, once) instead of stopping.
     #[arg(long)]
     skip_bad_images: bool,
+    /// Check every op's output and every gradient for NaN and infinity, and
+    /// stop at the first, naming the op, its shapes and the step (slow: for
+    /// finding where a diverging run goes wrong).
+    #[arg(long)]
+    detect_anomaly: bool,
 }
 
 impl Args {
@@ -305,6 +310,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .move_to(args.device)
         .with_context(|| format!("moving the model to --device {}", args.device))?;
     trainer.set_precision(args.precision)?;
+    ops::anomaly::set_detect_anomaly(args.detect_anomaly);
+    // Fault injection for the tests of --detect-anomaly and of divergence:
+    // STEP (a NaN in the forward pass) or STEP:backward (in a gradient).
+    trainer.plant_nan_at = std::env::var("MSN_TEST_PLANT_NAN_AT_STEP")
+        .ok()
+        .and_then(|s| {
+            let (step, backward) = match s.split_once(':') {
+                Some((step, "backward")) => (step.to_string(), true),
+                _ => (s, false),
+            };
+            Some((step.parse().ok()?, backward))
+        });
     let config = trainer.config.clone();
     let dataset = Arc::new(match opened {
         Some(set) if set.name == config.data => set,

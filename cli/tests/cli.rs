@@ -634,3 +634,47 @@ fn a_closed_output_pipe_is_not_a_panic() {
     assert_eq!(done.status.signal(), Some(13), "{}", stderr(&done));
     assert!(!stderr(&done).contains("panicked"), "{}", stderr(&done));
 }
+
+/// A NaN planted by a test-only op at step 3 (`MSN_TEST_PLANT_NAN_AT_STEP`):
+/// without `--detect-anomaly` the run says whether the loss or a gradient
+/// went first, and which parameter; with it, the op, its shapes and the step.
+#[test]
+fn a_planted_nan_is_named_by_detect_anomaly() {
+    let dir = scratch("anomaly");
+    let out = dir.to_str().unwrap();
+    let run = |plant: &str, detect: bool| {
+        let mut args = vec![
+            "pretrain",
+            "--data",
+            "fashion-mnist:test",
+            "--batch-size",
+            "8",
+            "--steps",
+            "5",
+            "--out",
+            out,
+        ];
+        if detect {
+            args.push("--detect-anomaly");
+        }
+        Command::new(env!("CARGO_BIN_EXE_msn"))
+            .args(&args)
+            .env("MSN_TEST_PLANT_NAN_AT_STEP", plant)
+            .output()
+            .unwrap()
+    };
+    // The anchor's head output: 8 images × (1 masked + 4 focal views), 128 wide.
+    assert_clean_error(&run("3", false), "diverged at step 3: the loss is NaN");
+    let gradient = run("3:backward", false);
+    assert_clean_error(&gradient, "step 3: the loss is finite");
+    assert_clean_error(&gradient, "the gradient of anchor encoder.");
+    let forward = run("3", true);
+    assert_clean_error(
+        &forward,
+        "step 3: anomaly in `planted_nan`: forward output [40, 128]",
+    );
+    let backward = run("3:backward", true);
+    assert_clean_error(&backward, "step 3: backward of `planted_nan`");
+    assert_clean_error(&backward, "gradient of input 0 [40, 128]");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -20,8 +20,17 @@ pub enum Error {
     Config(String),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
-    #[error("training diverged at step {step}: the loss or its gradient is {value} (not finite); lower the learning rate or check the data")]
+    #[error("training diverged at step {step}: the loss is {value}; lower the learning rate or check the data (--detect-anomaly names the first op whose output is not finite)")]
     NonFiniteLoss { step: u64, value: f64 },
+    #[error("training diverged at step {step}: the loss is finite ({loss}) but the gradient of {parameter} is not; lower the learning rate or check the data (--detect-anomaly names the op whose backward made it)")]
+    NonFiniteGradient {
+        step: u64,
+        loss: f64,
+        parameter: String,
+    },
+    /// Not a `source`, so that the chain prints it once.
+    #[error("step {step}: {error}")]
+    AtStep { step: u64, error: Box<Error> },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

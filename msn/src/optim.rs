@@ -150,7 +150,7 @@ pub fn clip_gradients(grads: &mut [Tensor], groups: &[ParamGroup], max_norm: f64
 }
 
 /// `Σ x²` of a tensor, reduced where it lives (only the scalar comes back).
-fn squared_norm(t: &Tensor) -> Result<f64> {
+pub fn squared_norm(t: &Tensor) -> Result<f64> {
     if t.is_on_gpu() {
         return Ok(t.mul(t)?.sum_all()?.item()?);
     }

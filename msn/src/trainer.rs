@@ -75,6 +75,29 @@ pub struct Pass {
     started: Instant,
 }
 
+/// The test-only op behind [`Trainer::plant_nan_at`]: `x` with its first
+/// element replaced by NaN, gradient passed through; or `x` unchanged, and
+/// the gradient's first element replaced by NaN.
+fn plant_nan(x: &Tensor, in_gradient: bool) -> Result<Tensor> {
+    let with_nan = |t: &Tensor| {
+        let mut values = t.to_vec_f32();
+        values[0] = f32::NAN;
+        Tensor::from_vec(values, t.shape())?.to_device(t.device())
+    };
+    let output = if in_gradient {
+        x.detach()
+    } else {
+        with_nan(x)?
+    };
+    Ok(Tensor::custom_op("planted_nan", &[x], output, move |g| {
+        Ok(vec![Some(if in_gradient {
+            with_nan(g)?
+        } else {
+            g.clone()
+        })])
+    })?)
+}
+
 pub struct Trainer {
     pub config: PretrainConfig,
     pub anchor: MsnNetwork,
@@ -87,6 +110,11 @@ pub struct Trainer {
     /// passes on a GPU (see [`ops::autocast`]); weights and optimizer state
     /// are f32 whatever it is.
     precision: Precision,
+    /// Fault injection for tests: at this step (counted from 1), the op
+    /// `planted_nan` puts a NaN into the anchor's head output, or (with
+    /// `true`) into the gradient it passes back.
+    #[doc(hidden)]
+    pub plant_nan_at: Option<(u64, bool)>,
 }
 
 impl Trainer {
@@ -112,6 +140,7 @@ impl Trainer {
             config,
             step: 0,
             precision: Precision::F32,
+            plant_nan_at: None,
         })
     }
 
@@ -188,7 +217,17 @@ impl Trainer {
 
     /// One update from one batch: [`Trainer::forward_backward`], then [`Trainer::apply`].
     pub fn train_step(&mut self, batch: &Batch, data_wait: f64) -> Result<StepMetrics> {
-        let pass = self.forward_backward(batch, data_wait)?;
+        // Steps are counted from 1, as in metrics.jsonl.
+        let step = self.step + 1;
+        let pass = self
+            .forward_backward(batch, data_wait)
+            .map_err(|e| match e {
+                Error::NonFiniteLoss { .. } => e,
+                other => Error::AtStep {
+                    step,
+                    error: Box::new(other),
+                },
+            })?;
         self.apply(pass)
     }
 
@@ -228,7 +267,12 @@ impl Trainer {
             outputs.push(z);
             anchor_stats.push(stats);
         }
-        let anchor_out = Tensor::concat(&outputs.iter().collect::<Vec<_>>(), 0)?;
+        let mut anchor_out = Tensor::concat(&outputs.iter().collect::<Vec<_>>(), 0)?;
+        if let Some((step, in_gradient)) = self.plant_nan_at {
+            if step == self.step + 1 {
+                anchor_out = plant_nan(&anchor_out, in_gradient)?;
+            }
+        }
         lap(&mut timing.anchor_forward);
         let (target_out, target_stats) = self.target.forward(&on_device(&batch.target)?, None)?;
         lap(&mut timing.target_forward);
@@ -236,7 +280,7 @@ impl Trainer {
         let loss = terms.total.item()?;
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss {
-                step: self.step,
+                step: self.step + 1,
                 value: loss,
             });
         }
@@ -266,6 +310,26 @@ impl Trainer {
         })
     }
 
+    /// The error for a step whose loss is finite but a gradient is not,
+    /// naming the first such parameter in optimizer order.
+    fn non_finite_gradient(&self, grads: &[Tensor], loss: f64) -> Error {
+        let mut names = Vec::new();
+        self.anchor
+            .clone()
+            .visit(&mut |name, _| names.push(format!("anchor {name}")));
+        names.push("prototypes".to_string());
+        let first = grads
+            .iter()
+            .position(|g| g.to_vec_f64().iter().any(|v| !v.is_finite()));
+        Error::NonFiniteGradient {
+            step: self.step + 1,
+            loss,
+            parameter: first
+                .and_then(|i| names.get(i).cloned())
+                .unwrap_or_else(|| "a parameter".to_string()),
+        }
+    }
+
     /// Clips the gradients, takes the AdamW step, updates the EMA target and the
     /// running statistics, and advances the step.
     pub fn apply(&mut self, pass: Pass) -> Result<StepMetrics> {
@@ -287,11 +351,10 @@ impl Trainer {
             schedules.momentum(self.step),
         );
         let grad_norm = clip_gradients(&mut grads, &self.optimizer.groups, self.config.clip)?;
-        if !grad_norm.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                step: self.step,
-                value: grad_norm,
-            });
+        // The prototypes are not clipped, so their gradient is checked alone.
+        let prototypes_grad = grads.last().expect("the prototypes' gradient");
+        if !grad_norm.is_finite() || !crate::optim::squared_norm(prototypes_grad)?.is_finite() {
+            return Err(self.non_finite_gradient(&grads, terms.total.item()?));
         }
         let mut index = 0;
         let optimizer = &mut self.optimizer;

@@ -202,7 +202,7 @@ fn a_non_finite_loss_is_an_error_naming_the_step() {
     batch.target = batch.target.mul_scalar(f64::NAN).unwrap();
     let err = trainer.train_step(&batch, 0.0).unwrap_err().to_string();
     assert!(
-        err.contains("step 0") && err.contains("not finite"),
+        err.contains("step 1:") && err.contains("the loss is NaN"),
         "{err}"
     );
 }

@@ -28,6 +28,8 @@ pub enum Error {
     },
     #[error("{op}: {message}")]
     Device { op: &'static str, message: String },
+    #[error("anomaly in `{op}`: {message}")]
+    Anomaly { op: &'static str, message: String },
     #[error(transparent)]
     Autograd(#[from] autograd::Error),
 }

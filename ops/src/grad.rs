@@ -58,10 +58,15 @@ pub(crate) fn record<F>(
 where
     F: FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
 {
+    crate::anomaly::check_forward(op, inputs, &output)?;
     if inputs.iter().all(|t| !t.is_tracked()) {
         return Ok(output);
     }
-    let rule = Box::new(move |g: &Tensor| backward(g).map_err(|e| Box::new(e) as BoxError));
+    let rule = Box::new(move |g: &Tensor| {
+        backward(g)
+            .and_then(|grads| crate::anomaly::check_backward(op, g, &grads).map(|()| grads))
+            .map_err(|e| Box::new(e) as BoxError)
+    });
     Ok(Tape::record(op, inputs, output, rule)?)
 }
 

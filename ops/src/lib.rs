@@ -11,6 +11,7 @@
 //! [`checks`] is the gradient-check suite: one random case generator per op,
 //! shared by the property tests and `msn gradcheck`.
 
+pub mod anomaly;
 pub mod checks;
 pub mod cpu;
 mod device;
