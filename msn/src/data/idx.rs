@@ -47,9 +47,18 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<Vec<Image>> {
         be_u32(bytes, 8) as usize,
         be_u32(bytes, 12) as usize,
     );
-    let expected = 16 + count * rows * cols;
-    if bytes.len() != expected {
-        return Err(Error::data(path, format!("truncated or padded IDX file: header promises {count} images of {rows}×{cols} ({expected} bytes), file has {} bytes", bytes.len())));
+    if rows == 0 || cols == 0 {
+        return Err(Error::data(
+            path,
+            format!("IDX header promises images of {rows}×{cols} pixels"),
+        ));
+    }
+    // Checked: a lying header must not wrap around to the file's length.
+    let expected = count
+        .checked_mul(rows * cols)
+        .and_then(|n| n.checked_add(16));
+    if expected != Some(bytes.len()) {
+        return Err(Error::data(path, format!("truncated or padded IDX file: header promises {count} images of {rows}×{cols}, file has {} bytes", bytes.len())));
     }
     Ok(bytes[16..]
         .chunks_exact(rows * cols)
@@ -71,7 +80,7 @@ pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<usize>> {
         ));
     }
     let count = be_u32(bytes, 4) as usize;
-    if bytes.len() != 8 + count {
+    if bytes.len() - 8 != count {
         return Err(Error::data(
             path,
             format!(

@@ -5,7 +5,7 @@
 
 mod cifar;
 mod folder;
-mod idx;
+pub mod idx;
 mod pixels;
 
 use std::borrow::Cow;

@@ -135,8 +135,9 @@ pub(super) fn decode_file(
     bytes: &[u8],
     tally: &Arc<DecodeTally>,
 ) -> Result<Pixels<'static>> {
-    let failed =
-        |e: &dyn std::fmt::Display| Error::data(path, format!("cannot decode image ({e})"));
+    let failed = |e: &dyn std::fmt::Display| {
+        Error::data(path, format!("cannot decode image ({})", one_line(e)))
+    };
     let (width, height, channels, data) = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         decode_jpeg(bytes).map_err(|e| failed(&e))?
     } else {
@@ -188,4 +189,12 @@ fn decode_other(bytes: &[u8]) -> image::ImageResult<Decoded> {
         other => (1, other.into_luma8().into_raw()),
     };
     Ok((width, height, channels, data))
+}
+
+/// A decoder's message on one line: zune-jpeg's span several.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
