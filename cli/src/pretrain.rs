@@ -166,9 +166,13 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
                 .is_some_and(|s| s <= step)
         })
         .collect();
-    std::fs::write(
+    // Atomically: a run killed while it resumes keeps its metrics.
+    vit::write_atomically(
         path,
-        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        kept.iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
     )
     .with_context(|| format!("rewriting {}", path.display()))
 }
@@ -479,7 +483,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         }
         m.elapsed_s = started.elapsed().as_secs_f64();
-        writeln!(metrics_file, "{}", serde_json::to_string(&m)?)
+        // One write per line, so that a kill cannot leave half a line for
+        // the next one to continue (a resume drops a line cut short).
+        let line = format!("{}\n", serde_json::to_string(&m)?);
+        metrics_file
+            .write_all(line.as_bytes())
             .with_context(|| format!("writing {}", metrics_path.display()))?;
         bar.set_position(m.step);
         bar.set_message(format!(

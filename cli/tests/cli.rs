@@ -678,3 +678,109 @@ fn a_planted_nan_is_named_by_detect_anomaly() {
     assert_clean_error(&backward, "gradient of input 0 [40, 128]");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `kill -9` at twenty moments of a run that checkpoints every step, with a
+/// test-only pause between a save's two writes (`MSN_TEST_PAUSE_IN_SAVE_MS`)
+/// so that some kills land inside one. After every kill the folder holds a
+/// checkpoint that loads and a `metrics.jsonl` of whole lines, steps in order,
+/// none repeated; resumed to the end, the run's checkpoint equals, tensor for
+/// tensor and bit for bit, that of a run that was never killed.
+#[test]
+fn runs_killed_at_twenty_moments_end_as_if_never_killed() {
+    let run_args = |out: &str| {
+        [
+            "pretrain",
+            "--data",
+            "fashion-mnist:test",
+            "--batch-size",
+            "8",
+            "--steps",
+            "60",
+            "--checkpoint-every",
+            "1",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.to_string()])
+        .collect::<Vec<_>>()
+    };
+    let reference = scratch("kill9-reference");
+    let straight = Command::new(env!("CARGO_BIN_EXE_msn"))
+        .args(run_args(reference.to_str().unwrap()))
+        .output()
+        .unwrap();
+    assert!(straight.status.success(), "{}", stderr(&straight));
+
+    let dir = scratch("kill9");
+    let checkpoint = dir.join("checkpoint.safetensors");
+    let mut inside_a_save = 0;
+    for moment in 0..20u64 {
+        let mut args = run_args(dir.to_str().unwrap());
+        if checkpoint.is_file() {
+            args.push("--resume".into());
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_msn"))
+            .args(&args)
+            .env("MSN_TEST_PAUSE_IN_SAVE_MS", "40")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100 + moment * 73 % 450));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+        let steps: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|_| panic!("kill {moment}: a torn line: {l}"))["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            (1..=steps.len() as u64).collect::<Vec<_>>(),
+            "kill {moment}"
+        );
+        if checkpoint.is_file() {
+            let trainer = msn::checkpoint::load(&dir)
+                .unwrap_or_else(|e| panic!("kill {moment}: the checkpoint does not load: {e}"));
+            if msn::checkpoint::train_state_path(&dir, trainer.step + 1).is_file() {
+                inside_a_save += 1;
+            }
+        }
+    }
+    assert!(
+        inside_a_save > 0,
+        "no kill landed between a save's two writes"
+    );
+
+    let resumed = msn(&["pretrain", "--resume", "--out", dir.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(
+        metric_steps(&dir.join("metrics.jsonl")),
+        (1..=60).collect::<Vec<_>>()
+    );
+    let (want, _) = vit::read_safetensors(&reference.join("checkpoint.safetensors")).unwrap();
+    let (got, _) = vit::read_safetensors(&checkpoint).unwrap();
+    assert_eq!(got.len(), want.len());
+    for ((name, a), (other, b)) in got.iter().zip(&want) {
+        assert_eq!(name, other);
+        let bits = |t: &ops::Tensor| {
+            t.to_vec_f32()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            bits(a) == bits(b),
+            "{name} differs from the uninterrupted run"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(reference).ok();
+}

@@ -105,6 +105,13 @@ pub fn save(trainer: &Trainer, dir: &Path) -> Result<()> {
     }
     let state_path = train_state_path(dir, trainer.step);
     write_safetensors(&state_path, &state, &meta)?;
+    // Test-only: a pause between the two writes, for the kill tests to land in.
+    if let Some(ms) = std::env::var("MSN_TEST_PAUSE_IN_SAVE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let mut tensors = network_tensors(&trainer.target, "", "msn.target_head");
     tensors.extend(network_tensors(
         &trainer.anchor,
