@@ -784,3 +784,189 @@ fn runs_killed_at_twenty_moments_end_as_if_never_killed() {
     std::fs::remove_dir_all(dir).ok();
     std::fs::remove_dir_all(reference).ok();
 }
+
+/// The numeric flags of every subcommand but `pretrain` (whose settings go
+/// through the configuration's table test in `msn/tests/config.rs`) at zero,
+/// negative, NaN and absurd values: a one-line error naming the flag, exit 2,
+/// before any work.
+#[test]
+fn every_numeric_flag_is_checked_before_any_work() {
+    let table: &[(&[&str], &str)] = &[
+        (
+            &["eval", "--checkpoint", "random", "--shots", "0"],
+            "--shots",
+        ),
+        (&["eval", "--checkpoint", "random", "--shots", "-1"], "-1"),
+        (
+            &["eval", "--checkpoint", "random", "--shots", "nan"],
+            "--shots",
+        ),
+        (
+            &["eval", "--checkpoint", "random", "--shots", "1,inf"],
+            "--shots",
+        ),
+        (
+            &["eval", "--checkpoint", "random", "--draws", "0"],
+            "--draws",
+        ),
+        (
+            &[
+                "eval",
+                "--checkpoint",
+                "random",
+                "--draws",
+                "99999999999999999999999",
+            ],
+            "--draws",
+        ),
+        (
+            &["eval", "--checkpoint", "random", "--shots", "100000"],
+            "--shots 100000",
+        ),
+        (
+            &[
+                "viz",
+                "--checkpoint",
+                "random",
+                "--images",
+                "0",
+                "--out",
+                "x",
+            ],
+            "--images",
+        ),
+        (
+            &[
+                "viz",
+                "--checkpoint",
+                "random",
+                "--images",
+                "nan",
+                "--out",
+                "x",
+            ],
+            "--images",
+        ),
+        (&["gradcheck", "--cases", "0"], "--cases"),
+        (&["gradcheck", "--cases", "-5"], "-5"),
+        (&["bench", "--steps", "0"], "--steps"),
+        (&["bench", "--steps", "nan"], "--steps"),
+        (&["bench", "--batch-size", "0"], "batch_size"),
+        (&["bench", "--batch-size", "1"], "batch_size"),
+        (&["bench", "--batch-size", "99999999999"], "batch_size"),
+        (&["bench", "--warmup", "-1"], "-1"),
+        (
+            &["bench", "--data", "fashion-mnist", "--workers", "0"],
+            "--workers",
+        ),
+        (&["bench", "--workers", "2"], "--workers"),
+    ];
+    for (args, needle) in table {
+        let out = msn(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "msn {}: {}",
+            args.join(" "),
+            stderr(&out)
+        );
+        assert_clean_error(&out, needle);
+    }
+}
+
+/// A disk that fills up during a save (a test-only limit on the bytes the
+/// process may write, `MSN_TEST_DISK_FULL_AFTER_BYTES`): a one-line error
+/// naming the file, no partial file left behind, and the previous checkpoint
+/// still loads.
+#[test]
+fn a_full_disk_is_an_error_naming_the_file_and_keeps_the_last_checkpoint() {
+    let dir = scratch("disk-full");
+    let out = dir.to_str().unwrap();
+    let args = [
+        "pretrain",
+        "--data",
+        "fashion-mnist:test",
+        "--batch-size",
+        "8",
+        "--steps",
+        "6",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        out,
+    ];
+    // What one step's save writes (with the run's config.toml).
+    let first = msn(&[&args[..6], &["1"], &args[7..]].concat());
+    assert!(first.status.success(), "{}", stderr(&first));
+    let size = |p: PathBuf| std::fs::metadata(p).unwrap().len() as usize;
+    let per_save =
+        size(dir.join("checkpoint.safetensors")) + size(msn::checkpoint::train_state_path(&dir, 1));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Room for the config, two saves, and half of a third.
+    let limit = 4096 + 2 * per_save + per_save / 2;
+    let full = Command::new(env!("CARGO_BIN_EXE_msn"))
+        .args(args)
+        .env("MSN_TEST_DISK_FULL_AFTER_BYTES", limit.to_string())
+        .output()
+        .unwrap();
+    assert_clean_error(&full, "No space left on device");
+    assert_clean_error(&full, ".safetensors");
+    assert_eq!(full.status.code(), Some(2));
+    let trainer = msn::checkpoint::load(&dir).unwrap();
+    assert_eq!(trainer.step, 2, "the last checkpoint that fit");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A second signal stops the run at once, even inside the save that the
+/// first one asked for (held open here by a test-only 3 s pause between its
+/// two writes); the previous checkpoint still loads.
+#[test]
+fn a_second_signal_stops_at_once() {
+    let dir = scratch("second-signal");
+    let child = Command::new(env!("CARGO_BIN_EXE_msn"))
+        .args([
+            "pretrain",
+            "--data",
+            "fashion-mnist:test",
+            "--batch-size",
+            "8",
+            "--steps",
+            "200",
+            "--checkpoint-every",
+            "2",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+        .env("MSN_TEST_PAUSE_IN_SAVE_MS", "3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first checkpoint (step 2) is written after a 3 s pause.
+    let started = Instant::now();
+    while !dir.join("checkpoint.safetensors").is_file()
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(&child, "INT");
+    // The stop's own save now pauses for 3 s; the second signal cuts it short.
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    send(&child, "INT");
+    let stopped = child.wait_with_output().unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_millis(2000),
+        "the second signal waited for the save"
+    );
+    assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
+    assert_eq!(msn::checkpoint::load(&dir).unwrap().step, 2);
+    std::fs::remove_dir_all(dir).ok();
+}

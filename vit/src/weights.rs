@@ -63,6 +63,22 @@ pub fn write_safetensors(
     write_atomically(path, &serialized).map_err(|e| err(e.to_string()))
 }
 
+/// Fault injection for tests: with `MSN_TEST_DISK_FULL_AFTER_BYTES=N`, the
+/// process's atomic writes find the disk full once N bytes in all have gone
+/// through them. Returns how many of the next `len` bytes fit.
+fn room_on_test_disk(len: usize) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+    let Some(limit) = std::env::var("MSN_TEST_DISK_FULL_AFTER_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return len;
+    };
+    let before = WRITTEN.fetch_add(len, Ordering::SeqCst);
+    len.min(limit.saturating_sub(before))
+}
+
 /// Writes `bytes` to a temporary sibling of `path`, syncs it, and renames it over `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -76,7 +92,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        file.write_all(bytes)?;
+        let room = room_on_test_disk(bytes.len());
+        file.write_all(&bytes[..room])?;
+        if room < bytes.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device (the test limit MSN_TEST_DISK_FULL_AFTER_BYTES)",
+            ));
+        }
         file.sync_all()
     });
     // A full disk fails the write; the partial file goes, the old one stays.
