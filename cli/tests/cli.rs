@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn msn(args: &[&str]) -> Output {
+fn msn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_msn"))
         .args(args)
         .output()
@@ -127,23 +127,32 @@ fn metric_steps(path: &Path) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn a_killed_run_resumes_from_its_last_checkpoint() {
-    let dir = scratch("resume");
-    let out = dir.to_str().unwrap();
-    let args = [
+/// The arguments of a short `msn pretrain` of the default preset on
+/// Fashion-MNIST's test split at batch 8 into `out`; a test adds its own.
+fn short_run(out: &str, steps: u64, checkpoint_every: u64) -> Vec<String> {
+    let (steps, every) = (steps.to_string(), checkpoint_every.to_string());
+    [
         "pretrain",
         "--data",
         "fashion-mnist:test",
         "--batch-size",
         "8",
         "--steps",
-        "8",
+        &steps,
         "--checkpoint-every",
-        "2",
+        &every,
         "--out",
         out,
-    ];
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_last_checkpoint() {
+    let dir = scratch("resume");
+    let out = dir.to_str().unwrap();
+    let args = short_run(out, 8, 2);
     let mut child = Command::new(env!("CARGO_BIN_EXE_msn"))
         .args(args)
         .stdout(Stdio::null())
@@ -565,21 +574,9 @@ fn a_signal_stops_the_run_at_a_step_boundary_and_a_second_run_is_refused() {
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
         let dir = scratch(&format!("signal-{signal}"));
         let out = dir.to_str().unwrap();
-        let args = [
-            "pretrain",
-            "--data",
-            "fashion-mnist:test",
-            "--batch-size",
-            "8",
-            "--steps",
-            "200",
-            "--checkpoint-every",
-            "1000",
-            "--out",
-            out,
-        ];
+        let args = short_run(out, 200, 1000);
         let child = Command::new(env!("CARGO_BIN_EXE_msn"))
-            .args(args)
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -687,24 +684,7 @@ fn a_planted_nan_is_named_by_detect_anomaly() {
 /// tensor and bit for bit, that of a run that was never killed.
 #[test]
 fn runs_killed_at_twenty_moments_end_as_if_never_killed() {
-    let run_args = |out: &str| {
-        [
-            "pretrain",
-            "--data",
-            "fashion-mnist:test",
-            "--batch-size",
-            "8",
-            "--steps",
-            "60",
-            "--checkpoint-every",
-            "1",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.to_string()])
-        .collect::<Vec<_>>()
-    };
+    let run_args = |out: &str| short_run(out, 60, 1);
     let reference = scratch("kill9-reference");
     let straight = Command::new(env!("CARGO_BIN_EXE_msn"))
         .args(run_args(reference.to_str().unwrap()))
@@ -882,21 +862,9 @@ fn every_numeric_flag_is_checked_before_any_work() {
 fn a_full_disk_is_an_error_naming_the_file_and_keeps_the_last_checkpoint() {
     let dir = scratch("disk-full");
     let out = dir.to_str().unwrap();
-    let args = [
-        "pretrain",
-        "--data",
-        "fashion-mnist:test",
-        "--batch-size",
-        "8",
-        "--steps",
-        "6",
-        "--checkpoint-every",
-        "1",
-        "--out",
-        out,
-    ];
+    let args = short_run(out, 6, 1);
     // What one step's save writes (with the run's config.toml).
-    let first = msn(&[&args[..6], &["1"], &args[7..]].concat());
+    let first = msn(&short_run(out, 1, 1));
     assert!(first.status.success(), "{}", stderr(&first));
     let size = |p: PathBuf| std::fs::metadata(p).unwrap().len() as usize;
     let per_save =
@@ -931,19 +899,7 @@ fn a_full_disk_is_an_error_naming_the_file_and_keeps_the_last_checkpoint() {
 fn a_second_signal_stops_at_once() {
     let dir = scratch("second-signal");
     let child = Command::new(env!("CARGO_BIN_EXE_msn"))
-        .args([
-            "pretrain",
-            "--data",
-            "fashion-mnist:test",
-            "--batch-size",
-            "8",
-            "--steps",
-            "200",
-            "--checkpoint-every",
-            "2",
-            "--out",
-            dir.to_str().unwrap(),
-        ])
+        .args(short_run(dir.to_str().unwrap(), 200, 2))
         .env("MSN_TEST_PAUSE_IN_SAVE_MS", "3000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
