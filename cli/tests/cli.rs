@@ -771,7 +771,28 @@ fn runs_killed_at_twenty_moments_end_as_if_never_killed() {
 /// before any work.
 #[test]
 fn every_numeric_flag_is_checked_before_any_work() {
+    // Plain timm weights (width 24), for which --heads matters.
+    const TIMM: &str = "../tests/fixtures/timm_vit_weights.safetensors";
+    let embed = |heads| {
+        let data = ["--data", "fashion-mnist:test", "--out", "x.st"];
+        [
+            &["embed", "--checkpoint", TIMM, "--heads", heads][..],
+            &data,
+        ]
+        .concat()
+    };
+    let (embed_zero, embed_huge) = (embed("0"), embed("99999999999"));
     let table: &[(&[&str], &str)] = &[
+        (
+            &["eval", "--checkpoint", TIMM, "--heads", "0"],
+            "head count 0",
+        ),
+        (
+            &["eval", "--checkpoint", TIMM, "--heads", "99999999999"],
+            "head count 99999999999",
+        ),
+        (&embed_zero, "head count 0"),
+        (&embed_huge, "head count 99999999999"),
         (
             &["eval", "--checkpoint", "random", "--shots", "0"],
             "--shots",
