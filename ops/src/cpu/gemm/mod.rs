@@ -13,15 +13,27 @@
 //! The micro-kernel is plain Rust over fixed-size arrays; it is compiled once
 //! per instruction set (AVX-512, AVX2+FMA, portable) and chosen at run time, so
 //! one binary runs on any x86-64 and uses the widest vectors it finds.
+//!
+//! [`gemm`] adds the product to an existing C; [`gemm_new`] returns a fresh C
+//! (plus a bias per column) whose elements the first k block writes rather
+//! than adds to, so the buffer is never zeroed first. Every product counts its
+//! 2·m·n·k operations in [`product_flops`], for `msn bench`'s distance to the
+//! machine's peak.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
+mod kernels;
+mod pack;
+
+#[cfg(target_arch = "x86_64")]
+use self::kernels::{Avx2F32, Avx512F32};
+use self::kernels::{MicroKernel, Portable};
+use self::pack::{pack_panel, pack_transposed_block, prefetch_for_write};
 use super::scratch::{Role, Scratch, ScratchElement};
 use super::simd::{detect_isa, Isa};
-use crate::Element;
 
 const KC: usize = 256;
 const MC: usize = 96;
@@ -74,109 +86,6 @@ impl<'a, T: Copy> MatRef<'a, T> {
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> T {
         self.data[i * self.row_stride + j * self.col_stride]
-    }
-}
-
-/// A register-tiled micro-kernel: the `MR×NR` tile of `A_panel·B_panel`, where
-/// the panels hold `kc` steps of `MR` (A) and `NR` (B) packed values.
-trait MicroKernel<T>: Send + Sync {
-    const MR: usize;
-    const NR: usize;
-    /// Writes the tile row-major into `tile` (`MR·NR` values).
-    ///
-    /// # Safety
-    /// The CPU must support the instruction set the kernel was written for.
-    unsafe fn tile(a_panel: &[T], b_panel: &[T], tile: &mut [T]);
-}
-
-/// Plain Rust over fixed-size arrays; the compiler vectorises it for whatever
-/// instruction set the calling row block was compiled for.
-struct Portable<const MR: usize, const NR: usize>;
-
-impl<T: Element, const MR: usize, const NR: usize> MicroKernel<T> for Portable<MR, NR> {
-    const MR: usize = MR;
-    const NR: usize = NR;
-    #[inline(always)]
-    unsafe fn tile(a_panel: &[T], b_panel: &[T], tile: &mut [T]) {
-        let mut acc = [[T::zero(); NR]; MR];
-        for (a_col, b_row) in a_panel.chunks_exact(MR).zip(b_panel.chunks_exact(NR)) {
-            for i in 0..MR {
-                let ai = a_col[i];
-                for j in 0..NR {
-                    acc[i][j] = ai.mul_add(b_row[j], acc[i][j]);
-                }
-            }
-        }
-        for (row, acc_row) in tile.chunks_exact_mut(NR).zip(&acc) {
-            row.copy_from_slice(acc_row);
-        }
-    }
-}
-
-/// f32 on AVX-512: an 8×32 tile in 16 zmm accumulators; each k step loads two
-/// vectors of B and broadcasts eight values of A straight into the FMAs.
-#[cfg(target_arch = "x86_64")]
-struct Avx512F32;
-
-#[cfg(target_arch = "x86_64")]
-impl MicroKernel<f32> for Avx512F32 {
-    const MR: usize = 8;
-    const NR: usize = 32;
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile(a_panel: &[f32], b_panel: &[f32], tile: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let kc = a_panel.len() / 8;
-        debug_assert!(b_panel.len() >= kc * 32 && tile.len() >= 8 * 32);
-        let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-        for p in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(p * 8 + i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-        let out = tile.as_mut_ptr();
-        for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(out.add(i * 32), row[0]);
-            _mm512_storeu_ps(out.add(i * 32 + 16), row[1]);
-        }
-    }
-}
-
-/// f32 on AVX2: a 6×16 tile in 12 ymm accumulators.
-#[cfg(target_arch = "x86_64")]
-struct Avx2F32;
-
-#[cfg(target_arch = "x86_64")]
-impl MicroKernel<f32> for Avx2F32 {
-    const MR: usize = 6;
-    const NR: usize = 16;
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile(a_panel: &[f32], b_panel: &[f32], tile: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let kc = a_panel.len() / 6;
-        debug_assert!(b_panel.len() >= kc * 16 && tile.len() >= 6 * 16);
-        let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
-        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-        for p in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(p * 16));
-            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_set1_ps(*a.add(p * 6 + i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-        let out = tile.as_mut_ptr();
-        for (i, row) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.add(i * 16), row[0]);
-            _mm256_storeu_ps(out.add(i * 16 + 8), row[1]);
-        }
     }
 }
 
@@ -437,87 +346,6 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     }
 }
 
-/// Packs rows `r0..r0+rows` of `x`, columns `k0..k0+kc`, into a panel of
-/// `kc` groups of `width`: element (r0+i, k0+p) goes to `out[p·width + i]`,
-/// and the slots past `rows` are set to zero. A's panels are A's rows; B's
-/// are the rows of Bᵀ. The layouts that occur are read along their
-/// contiguous axis (when `rows == width`, a copy of constant length, since
-/// `width` is a micro-kernel's constant and this is inlined); any other
-/// strides element by element, walking the panel in order (measured faster
-/// than writing it with a stride when the rows are contiguous instead).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn pack_panel<T: Element>(
-    x: MatRef<T>,
-    r0: usize,
-    rows: usize,
-    k0: usize,
-    kc: usize,
-    width: usize,
-    out: &mut [T],
-) {
-    let groups = out[..kc * width].chunks_exact_mut(width);
-    if x.row_stride == 1 {
-        for (p, group) in groups.enumerate() {
-            let src = &x.data[r0 + (k0 + p) * x.col_stride..];
-            if rows == width {
-                group.copy_from_slice(&src[..width]);
-            } else {
-                group[..rows].copy_from_slice(&src[..rows]);
-                group[rows..].fill(T::zero());
-            }
-        }
-    } else {
-        for (p, group) in groups.enumerate() {
-            for (i, slot) in group.iter_mut().enumerate() {
-                *slot = if i < rows {
-                    x.at(r0 + i, k0 + p)
-                } else {
-                    T::zero()
-                };
-            }
-        }
-    }
-}
-
-/// Packs rows `r0..r0+rows` of `x`, columns `k0..k0+kc`, into
-/// `rows.div_ceil(width)` panels as [`pack_panel`] does each, for an `x`
-/// whose rows are contiguous in memory along k's stride (a transposed
-/// operand, such as the output gradient in a weight gradient `gᵀ·x`). It
-/// walks k outermost, reading each k's `rows` values in one run: panel by
-/// panel, the same bytes came in as one short piece per k from rows a
-/// thousand floats apart, and the weight gradients spent a fifth of their
-/// time waiting for them.
-#[inline(always)]
-fn pack_transposed_block<T: Element>(
-    x: MatRef<T>,
-    r0: usize,
-    rows: usize,
-    k0: usize,
-    kc: usize,
-    width: usize,
-    out: &mut [T],
-) {
-    debug_assert_eq!(x.row_stride, 1);
-    let panels = rows.div_ceil(width);
-    for p in 0..kc {
-        if p + PACK_AHEAD < kc {
-            prefetch(&x.data[r0 + (k0 + p + PACK_AHEAD) * x.col_stride..][..rows]);
-        }
-        let src = &x.data[r0 + (k0 + p) * x.col_stride..][..rows];
-        for ip in 0..panels {
-            let group = &mut out[ip * kc * width + p * width..][..width];
-            let here = &src[ip * width..];
-            if here.len() >= width {
-                group.copy_from_slice(&here[..width]);
-            } else {
-                group[..here.len()].copy_from_slice(here);
-                group[here.len()..].fill(T::zero());
-            }
-        }
-    }
-}
-
 /// One rayon task: rows `i0..i0+mc` of C for one k block.
 struct RowBlock<'a, T> {
     a: MatRef<'a, T>,
@@ -610,41 +438,10 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
     }
 }
 
-/// Asks the cache for the lines of `row` ahead of the micro-kernel, so that
-/// the tile's write-back finds C in L1 instead of stalling on memory: a C tile
-/// is touched once per k block, so nothing else brings it in.
-#[inline(always)]
-fn prefetch_for_write<T>(row: &[MaybeUninit<T>]) {
-    prefetch(row)
-}
-
-/// Rows of a transposed operand that [`pack_transposed_block`] asks for
-/// ahead of reading them: its rows lie a page or more apart, which the
-/// hardware prefetchers do not follow.
-const PACK_AHEAD: usize = 8;
-
-/// Asks the cache for every line of `row` (a prefetch never faults).
-#[inline(always)]
-fn prefetch<T>(row: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(row);
-        let start = row.as_ptr() as *const i8;
-        for offset in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch never faults; every address lies inside `row`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
-        }
-        if bytes > 0 {
-            // SAFETY: as above; the row's last byte, which may start a new line.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(bytes - 1)) };
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Element;
 
     fn naive<T: Element>(m: usize, n: usize, k: usize, a: MatRef<T>, b: MatRef<T>) -> Vec<f64> {
         let mut c = vec![0.0; m * n];

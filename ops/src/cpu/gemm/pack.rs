@@ -1,0 +1,120 @@
+//! Packing the gemm's operands into the panels its micro-kernels read, and
+//! the cache prefetches that keep the packing and the write-back fed.
+
+use std::mem::MaybeUninit;
+
+use super::MatRef;
+use crate::Element;
+
+/// Packs rows `r0..r0+rows` of `x`, columns `k0..k0+kc`, into a panel of
+/// `kc` groups of `width`: element (r0+i, k0+p) goes to `out[p·width + i]`,
+/// and the slots past `rows` are set to zero. A's panels are A's rows; B's
+/// are the rows of Bᵀ. The layouts that occur are read along their
+/// contiguous axis (when `rows == width`, a copy of constant length, since
+/// `width` is a micro-kernel's constant and this is inlined); any other
+/// strides element by element, walking the panel in order (measured faster
+/// than writing it with a stride when the rows are contiguous instead).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn pack_panel<T: Element>(
+    x: MatRef<T>,
+    r0: usize,
+    rows: usize,
+    k0: usize,
+    kc: usize,
+    width: usize,
+    out: &mut [T],
+) {
+    let groups = out[..kc * width].chunks_exact_mut(width);
+    if x.row_stride == 1 {
+        for (p, group) in groups.enumerate() {
+            let src = &x.data[r0 + (k0 + p) * x.col_stride..];
+            if rows == width {
+                group.copy_from_slice(&src[..width]);
+            } else {
+                group[..rows].copy_from_slice(&src[..rows]);
+                group[rows..].fill(T::zero());
+            }
+        }
+    } else {
+        for (p, group) in groups.enumerate() {
+            for (i, slot) in group.iter_mut().enumerate() {
+                *slot = if i < rows {
+                    x.at(r0 + i, k0 + p)
+                } else {
+                    T::zero()
+                };
+            }
+        }
+    }
+}
+
+/// Packs rows `r0..r0+rows` of `x`, columns `k0..k0+kc`, into
+/// `rows.div_ceil(width)` panels as [`pack_panel`] does each, for an `x`
+/// whose rows are contiguous in memory along k's stride (a transposed
+/// operand, such as the output gradient in a weight gradient `gᵀ·x`). It
+/// walks k outermost, reading each k's `rows` values in one run: panel by
+/// panel, the same bytes came in as one short piece per k from rows a
+/// thousand floats apart, and the weight gradients spent a fifth of their
+/// time waiting for them.
+#[inline(always)]
+pub(super) fn pack_transposed_block<T: Element>(
+    x: MatRef<T>,
+    r0: usize,
+    rows: usize,
+    k0: usize,
+    kc: usize,
+    width: usize,
+    out: &mut [T],
+) {
+    debug_assert_eq!(x.row_stride, 1);
+    let panels = rows.div_ceil(width);
+    for p in 0..kc {
+        if p + PACK_AHEAD < kc {
+            prefetch(&x.data[r0 + (k0 + p + PACK_AHEAD) * x.col_stride..][..rows]);
+        }
+        let src = &x.data[r0 + (k0 + p) * x.col_stride..][..rows];
+        for ip in 0..panels {
+            let group = &mut out[ip * kc * width + p * width..][..width];
+            let here = &src[ip * width..];
+            if here.len() >= width {
+                group.copy_from_slice(&here[..width]);
+            } else {
+                group[..here.len()].copy_from_slice(here);
+                group[here.len()..].fill(T::zero());
+            }
+        }
+    }
+}
+
+/// Asks the cache for the lines of `row` ahead of the micro-kernel, so that
+/// the tile's write-back finds C in L1 instead of stalling on memory: a C tile
+/// is touched once per k block, so nothing else brings it in.
+#[inline(always)]
+pub(super) fn prefetch_for_write<T>(row: &[MaybeUninit<T>]) {
+    prefetch(row)
+}
+
+/// Rows of a transposed operand that [`pack_transposed_block`] asks for
+/// ahead of reading them: its rows lie a page or more apart, which the
+/// hardware prefetchers do not follow.
+const PACK_AHEAD: usize = 8;
+
+/// Asks the cache for every line of `row` (a prefetch never faults).
+#[inline(always)]
+fn prefetch<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(row);
+        let start = row.as_ptr() as *const i8;
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults; every address lies inside `row`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+        }
+        if bytes > 0 {
+            // SAFETY: as above; the row's last byte, which may start a new line.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(bytes - 1)) };
+        }
+    }
+}
