@@ -96,19 +96,9 @@ fn a_planted_nan_is_named_by_detect_anomaly() {
     let dir = scratch("anomaly");
     let out = dir.to_str().unwrap();
     let run = |plant: &str, detect: bool| {
-        let mut args = vec![
-            "pretrain",
-            "--data",
-            "fashion-mnist:test",
-            "--batch-size",
-            "8",
-            "--steps",
-            "5",
-            "--out",
-            out,
-        ];
+        let mut args = short_run(out, 5, 100);
         if detect {
-            args.push("--detect-anomaly");
+            args.push("--detect-anomaly".into());
         }
         Command::new(env!("CARGO_BIN_EXE_msn"))
             .args(&args)
@@ -167,16 +157,7 @@ fn runs_killed_at_twenty_moments_end_as_if_never_killed() {
         child.kill().unwrap();
         child.wait().unwrap();
 
-        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
-        let steps: Vec<u64> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .unwrap_or_else(|_| panic!("kill {moment}: a torn line: {l}"))["step"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let steps = metric_steps(&dir.join("metrics.jsonl"));
         assert_eq!(
             steps,
             (1..=steps.len() as u64).collect::<Vec<_>>(),

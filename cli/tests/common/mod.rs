@@ -59,12 +59,15 @@ pub fn assert_clean_error(out: &Output, needle: &str) {
     assert!(line.contains(needle), "`{needle}` not in `{line}`");
 }
 
+/// The steps logged in a run's `metrics.jsonl`, in order; a line that is not
+/// a whole JSON object (torn by a kill) fails the test.
 pub fn metric_steps(path: &Path) -> Vec<u64> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|_| panic!("a torn line in {}: {l}", path.display()))["step"]
                 .as_u64()
                 .unwrap()
         })
