@@ -50,8 +50,7 @@ fn other_train_states(dir: &Path, keep: &Path) -> Vec<PathBuf> {
     entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-            let name = name.unwrap_or_default();
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
             p != keep
                 && (name == OLD_TRAIN_STATE
                     || (name.starts_with("train_state-") && name.ends_with(".safetensors")))

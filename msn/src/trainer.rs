@@ -313,10 +313,9 @@ impl Trainer {
     /// The error for a step whose loss is finite but a gradient is not,
     /// naming the first such parameter in optimizer order.
     fn non_finite_gradient(&self, grads: &[Tensor], loss: f64) -> Error {
-        let mut names = Vec::new();
-        self.anchor
-            .clone()
-            .visit(&mut |name, _| names.push(format!("anchor {name}")));
+        let mut names: Vec<String> = (self.anchor.parameters().into_iter())
+            .map(|(name, _)| format!("anchor {name}"))
+            .collect();
         names.push("prototypes".to_string());
         let first = grads
             .iter()

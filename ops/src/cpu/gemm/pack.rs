@@ -28,13 +28,7 @@ pub(super) fn pack_panel<T: Element>(
     let groups = out[..kc * width].chunks_exact_mut(width);
     if x.row_stride == 1 {
         for (p, group) in groups.enumerate() {
-            let src = &x.data[r0 + (k0 + p) * x.col_stride..];
-            if rows == width {
-                group.copy_from_slice(&src[..width]);
-            } else {
-                group[..rows].copy_from_slice(&src[..rows]);
-                group[rows..].fill(T::zero());
-            }
+            fill_group(group, &x.data[r0 + (k0 + p) * x.col_stride..][..rows]);
         }
     } else {
         for (p, group) in groups.enumerate() {
@@ -76,14 +70,21 @@ pub(super) fn pack_transposed_block<T: Element>(
         let src = &x.data[r0 + (k0 + p) * x.col_stride..][..rows];
         for ip in 0..panels {
             let group = &mut out[ip * kc * width + p * width..][..width];
-            let here = &src[ip * width..];
-            if here.len() >= width {
-                group.copy_from_slice(&here[..width]);
-            } else {
-                group[..here.len()].copy_from_slice(here);
-                group[here.len()..].fill(T::zero());
-            }
+            fill_group(group, &src[ip * width..(ip * width + width).min(rows)]);
         }
+    }
+}
+
+/// One k step of a panel: `values` (at most the panel's width), then zeros
+/// for the rows past the operand's edge. A whole group is a copy of the
+/// micro-kernel's constant width once this is inlined.
+#[inline(always)]
+fn fill_group<T: Element>(group: &mut [T], values: &[T]) {
+    if values.len() == group.len() {
+        group.copy_from_slice(values);
+    } else {
+        group[..values.len()].copy_from_slice(values);
+        group[values.len()..].fill(T::zero());
     }
 }
 
