@@ -5,6 +5,7 @@ use ops::{BatchStats, DType, Tensor};
 use rand::Rng;
 use vit::Linear;
 
+use crate::dist::Group;
 use crate::Result;
 
 /// BatchNorm1d with affine parameters and running statistics (eps 1e-5, momentum 0.1).
@@ -27,6 +28,39 @@ impl BatchNorm {
             running_mean: Tensor::zeros(&[width], DType::F32),
             running_var: Tensor::ones(&[width], DType::F32),
         }
+    }
+}
+
+impl BatchNorm {
+    /// Training-mode batch norm of `x: [N, C]` with the statistics of the
+    /// global batch: in a world of one, the fused op; across ranks, composed
+    /// of recorded ops around two exchanges (the column sums, then the
+    /// centred sums of squares), so that the tape differentiates SyncBN's
+    /// exchanges with the rest.
+    pub fn forward_in(&self, x: &Tensor, group: &Group) -> Result<(Tensor, BatchStats)> {
+        if group.size() == 1 {
+            return Ok(x.batch_norm(&self.weight, &self.bias, Self::EPS)?);
+        }
+        let n = (x.shape()[0] * group.size()) as f64;
+        let mean = group
+            .all_reduce_tensor(&x.sum_axis(0, false)?, "batch-norm sums")?
+            .mul_scalar(1.0 / n)?;
+        let centered = x.sub(&mean)?;
+        let var = group
+            .all_reduce_tensor(
+                &centered.mul(&centered)?.sum_axis(0, false)?,
+                "batch-norm sums of squares",
+            )?
+            .mul_scalar(1.0 / n)?;
+        let out = centered
+            .mul(&var.add_scalar(Self::EPS)?.rsqrt()?)?
+            .mul(&self.weight)?
+            .add(&self.bias)?;
+        let stats = BatchStats {
+            mean: mean.detach(),
+            var_unbiased: var.detach().mul_scalar(n / (n - 1.0))?,
+        };
+        Ok((out, stats))
     }
 }
 
@@ -54,15 +88,14 @@ impl ProjectionHead {
     /// Training-mode forward over one group `[N, input]`; returns the output
     /// and the two layers' batch statistics for [`ProjectionHead::update_running`].
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, [BatchStats; 2])> {
-        let (h, s1) =
-            self.fc1
-                .forward(x)?
-                .batch_norm(&self.bn1.weight, &self.bn1.bias, BatchNorm::EPS)?;
-        let (h, s2) = self.fc2.forward(&h.gelu()?)?.batch_norm(
-            &self.bn2.weight,
-            &self.bn2.bias,
-            BatchNorm::EPS,
-        )?;
+        self.forward_in(x, &Group::single())
+    }
+
+    /// [`ProjectionHead::forward`] with the batch statistics of the global
+    /// batch that `group`'s ranks hold together (SyncBN).
+    pub fn forward_in(&self, x: &Tensor, group: &Group) -> Result<(Tensor, [BatchStats; 2])> {
+        let (h, s1) = self.bn1.forward_in(&self.fc1.forward(x)?, group)?;
+        let (h, s2) = self.bn2.forward_in(&self.fc2.forward(&h.gelu()?)?, group)?;
         Ok((self.fc3.forward(&h.gelu()?)?, [s1, s2]))
     }
 

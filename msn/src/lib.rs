@@ -6,6 +6,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
 mod error;
 pub mod eval;
 pub mod head;

@@ -16,7 +16,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::data::ImageSet;
-use crate::views::{make_batch_with, Batch, BatchOptions, ViewConfig};
+use crate::views::{make_batch_part, Batch, BatchOptions, ViewConfig};
 use crate::{Error, Result};
 
 /// Batches waiting in the queue: enough to hide a slow batch, few enough to bound memory.
@@ -69,12 +69,35 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
         ^ step.wrapping_mul(0x94D0_49BB_1331_11EB).wrapping_add(1)
 }
 
+/// Which part of every global batch one rank of a data-parallel run
+/// prepares: the `rank`-th of `ranks` equal slices, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl Share {
+    /// The whole batch: a run of one process.
+    pub const WHOLE: Share = Share { rank: 0, ranks: 1 };
+
+    /// This rank's slice of a global batch's `indices` and the position of
+    /// its first image in the global batch.
+    pub fn of<'a>(&self, indices: &'a [usize]) -> (usize, &'a [usize]) {
+        let per_rank = indices.len() / self.ranks;
+        let first = self.rank * per_rank;
+        (first, &indices[first..first + per_rank])
+    }
+}
+
 /// How the loader works.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoaderOptions {
     /// Threads that decode and augment, each on its own images of a batch.
     pub workers: usize,
     pub batch: BatchOptions,
+    /// The part of each global batch this process prepares.
+    pub share: Share,
 }
 
 /// The default number of loader workers: on the CPU the training step
@@ -95,7 +118,8 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Starts preparing the batches of steps `first..last` in order, each
+    /// Starts preparing the batches (global batches of `batch` images, of
+    /// which this process makes `options.share`) of steps `first..last` in order, each
     /// on a pool of `options.workers` threads; at most [`PREFETCH`] wait.
     pub fn spawn(
         set: Arc<ImageSet>,
@@ -125,9 +149,11 @@ impl Loader {
                 let mut sampler = Sampler::new(set.len(), batch, seed);
                 for step in first..last {
                     let indices = sampler.indices(step);
+                    let (first_position, part) = options.share.of(&indices);
                     let seed = step_seed(seed, step);
-                    let result = pool
-                        .install(|| make_batch_with(&set, &indices, &views, seed, options.batch));
+                    let result = pool.install(|| {
+                        make_batch_part(&set, part, first_position, &views, seed, options.batch)
+                    });
                     let failed = result.is_err();
                     // The trainer hung up (finished or failed): stop quietly.
                     if sender.send(result).is_err() || failed {

@@ -11,6 +11,7 @@
 use ops::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::dist::Group;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,8 +40,11 @@ impl Default for LossConfig {
 /// The loss and what MSN logs about it.
 #[derive(Clone, Debug)]
 pub struct LossTerms {
-    /// `ce + λ·memax`, recorded on the tape when the inputs are.
+    /// `ce + λ·memax`, recorded on the tape when the inputs are: this
+    /// rank's share in a data-parallel run.
     pub total: Tensor,
+    /// The global batch's `ce + λ·memax`, the same on every rank.
+    pub value: f64,
     /// Cross-entropy between targets and anchor predictions.
     pub ce: f64,
     /// `log K − H(mean anchor prediction)` ≥ 0.
@@ -56,9 +60,19 @@ pub struct LossTerms {
 /// sample's mass 1, `iterations` times; rows sum to 1 at the end. A prototype
 /// with no mass at all is left at zero instead of dividing by it.
 pub fn sinkhorn(q: &[f64], b: usize, k: usize, iterations: usize) -> Vec<f64> {
+    sinkhorn_in(q, b, k, iterations, &Group::single())
+}
+
+/// [`sinkhorn`] over the global batch of `group`'s ranks, each holding `b`
+/// rows: the total and the prototypes' masses are sums over every rank's
+/// rows (two exchanges of K values an iteration, as MSN's reference); a
+/// sample's mass is its own row's.
+pub fn sinkhorn_in(q: &[f64], b: usize, k: usize, iterations: usize, group: &Group) -> Vec<f64> {
+    let global_rows = (b * group.size()) as f64;
     let mut q = q.to_vec();
-    let total: f64 = q.iter().sum();
-    q.iter_mut().for_each(|v| *v /= total);
+    let mut total = [q.iter().sum::<f64>()];
+    group.all_reduce_f64(&mut total, "Sinkhorn's total");
+    q.iter_mut().for_each(|v| *v /= total[0]);
     for _ in 0..iterations {
         let mut per_prototype = vec![0.0; k];
         for row in q.chunks_exact(k) {
@@ -66,6 +80,7 @@ pub fn sinkhorn(q: &[f64], b: usize, k: usize, iterations: usize) -> Vec<f64> {
                 *s += v;
             }
         }
+        group.all_reduce_f64(&mut per_prototype, "Sinkhorn's prototype masses");
         for row in q.chunks_exact_mut(k) {
             for (v, s) in row.iter_mut().zip(&per_prototype) {
                 *v = if *s == 0.0 { 0.0 } else { *v / s / k as f64 };
@@ -74,10 +89,10 @@ pub fn sinkhorn(q: &[f64], b: usize, k: usize, iterations: usize) -> Vec<f64> {
         for row in q.chunks_exact_mut(k) {
             let s: f64 = row.iter().sum();
             row.iter_mut()
-                .for_each(|v| *v = if s == 0.0 { 0.0 } else { *v / s / b as f64 });
+                .for_each(|v| *v = if s == 0.0 { 0.0 } else { *v / s / global_rows });
         }
     }
-    q.iter_mut().for_each(|v| *v *= b as f64);
+    q.iter_mut().for_each(|v| *v *= global_rows);
     q
 }
 
@@ -112,6 +127,16 @@ fn check_shapes(
 /// The targets `[B, K]`, computed without gradient: `softmax(ĥ·Q̂ᵀ/(τ·T))`
 /// (equal to sharpening `softmax(ĥ·Q̂ᵀ/τ)` by 1/T), then Sinkhorn.
 pub fn msn_targets(target: &Tensor, prototypes: &Tensor, config: &LossConfig) -> Result<Tensor> {
+    msn_targets_in(target, prototypes, config, &Group::single())
+}
+
+/// [`msn_targets`] for one rank's rows, balanced over the global batch.
+pub fn msn_targets_in(
+    target: &Tensor,
+    prototypes: &Tensor,
+    config: &LossConfig,
+    group: &Group,
+) -> Result<Tensor> {
     let (h, q) = (
         target.detach().l2_normalize(1e-12)?,
         prototypes.detach().l2_normalize(1e-12)?,
@@ -121,7 +146,13 @@ pub fn msn_targets(target: &Tensor, prototypes: &Tensor, config: &LossConfig) ->
         .mul_scalar(1.0 / (config.temperature * config.sharpen))?
         .softmax()?;
     let (b, k) = (sharpened.shape()[0], sharpened.shape()[1]);
-    let balanced = sinkhorn(&sharpened.to_vec_f64(), b, k, config.sinkhorn_iterations);
+    let balanced = sinkhorn_in(
+        &sharpened.to_vec_f64(),
+        b,
+        k,
+        config.sinkhorn_iterations,
+        group,
+    );
     Ok(Tensor::from_f64s(&balanced, &[b, k], target.dtype())?.to_device(target.device())?)
 }
 
@@ -133,6 +164,20 @@ pub fn msn_loss_with_targets(
     targets: &Tensor,
     config: &LossConfig,
 ) -> Result<LossTerms> {
+    msn_loss_with_targets_in(anchor, prototypes, targets, config, &Group::single())
+}
+
+/// [`msn_loss_with_targets`] for one rank's rows: me-max sees the mean
+/// prediction of the global batch, and the logged terms are the global
+/// batch's. The returned `total` is this rank's share, whose gradients,
+/// averaged over ranks, are the global loss's.
+pub fn msn_loss_with_targets_in(
+    anchor: &Tensor,
+    prototypes: &Tensor,
+    targets: &Tensor,
+    config: &LossConfig,
+    group: &Group,
+) -> Result<LossTerms> {
     let (b, k) = (targets.shape()[0], targets.shape()[1]);
     let views = check_shapes(anchor, b, prototypes.shape()[1], prototypes)?;
     let logits = anchor
@@ -141,32 +186,59 @@ pub fn msn_loss_with_targets(
         .mul_scalar(1.0 / config.temperature)?;
     let tiled = Tensor::concat(&vec![targets; views], 0)?;
     let ce = logits.soft_cross_entropy(&tiled)?;
-    let mean_prediction = logits.softmax()?.mean_axis(0, false)?;
+    let mut mean_prediction = logits.softmax()?.mean_axis(0, false)?;
+    if group.size() > 1 && !local_memax_for_tests() {
+        mean_prediction = group.all_reduce_tensor(
+            &mean_prediction.mul_scalar(1.0 / group.size() as f64)?,
+            "the me-max mean prediction",
+        )?;
+    }
     let memax = mean_prediction
         .entropy()?
         .neg()?
         .add_scalar((k as f64).ln())?;
     let total = ce.add(&memax.mul_scalar(config.memax_weight)?)?;
 
+    // What is logged is the global batch's: the mean cross-entropy, the
+    // distinct arg-max prototypes and the mean largest probability over
+    // every rank's targets.
     let q = targets.to_vec_f64();
-    let mut used = std::collections::BTreeSet::new();
-    let mut max_sum = 0.0;
+    let mut arg_maxes = Vec::with_capacity(b);
+    let mut logged = [ce.item()?, 0.0];
     for row in q.chunks_exact(k) {
         let (arg, max) =
             row.iter().enumerate().fold(
                 (0, f64::MIN),
                 |best, (i, &v)| if v > best.1 { (i, v) } else { best },
             );
-        used.insert(arg);
-        max_sum += max;
+        arg_maxes.push(arg as u64);
+        logged[1] += max;
     }
+    group.all_reduce_f64(&mut logged, "the logged loss terms");
+    let used: std::collections::BTreeSet<u64> = group
+        .all_gather_u64(&arg_maxes, "the targets' arg-max prototypes")
+        .into_iter()
+        .collect();
+    let ranks = group.size() as f64;
+    let memax = memax.item()?;
+    let value = match group.size() {
+        1 => total.item()?,
+        _ => logged[0] / ranks + config.memax_weight * memax,
+    };
     Ok(LossTerms {
-        ce: ce.item()?,
-        memax: memax.item()?,
+        ce: logged[0] / ranks,
+        memax,
+        value,
         total,
         protos_used: used.len(),
-        max_target_prob: max_sum / b as f64,
+        max_target_prob: logged[1] / (b as f64 * ranks),
     })
+}
+
+/// Test-only: `MSN_TEST_LOCAL_MEMAX=1` leaves the me-max mean prediction
+/// local to each rank, the mistake the distributed test must catch.
+fn local_memax_for_tests() -> bool {
+    std::env::var_os("MSN_TEST_LOCAL_MEMAX").is_some_and(|v| v == "1")
 }
 
 /// The whole MSN loss from raw head outputs: anchors `[V·B, d]` (view-major),
@@ -177,14 +249,26 @@ pub fn msn_loss(
     prototypes: &Tensor,
     config: &LossConfig,
 ) -> Result<LossTerms> {
+    msn_loss_in(anchor, target, prototypes, config, &Group::single())
+}
+
+/// [`msn_loss`] for one rank's rows of a global batch (see
+/// [`msn_loss_with_targets_in`]).
+pub fn msn_loss_in(
+    anchor: &Tensor,
+    target: &Tensor,
+    prototypes: &Tensor,
+    config: &LossConfig,
+    group: &Group,
+) -> Result<LossTerms> {
     check_shapes(
         anchor,
         target.shape().first().copied().unwrap_or(0),
         target.shape().get(1).copied().unwrap_or(0),
         prototypes,
     )?;
-    let targets = msn_targets(target, prototypes, config)?;
-    msn_loss_with_targets(anchor, prototypes, &targets, config)
+    let targets = msn_targets_in(target, prototypes, config, group)?;
+    msn_loss_with_targets_in(anchor, prototypes, &targets, config, group)
 }
 
 /// Prototypes initialised U(−1/16, 1/16), as MSN does.

@@ -4,6 +4,7 @@
 use ops::{BatchStats, Tensor};
 use vit::VisionTransformer;
 
+use crate::dist::Group;
 use crate::head::ProjectionHead;
 use crate::Result;
 
@@ -20,8 +21,18 @@ impl MsnNetwork {
         images: &Tensor,
         keep: Option<&[usize]>,
     ) -> Result<(Tensor, [BatchStats; 2])> {
+        self.forward_in(images, keep, &Group::single())
+    }
+
+    /// [`MsnNetwork::forward`] on one rank's share of a global batch (SyncBN in the head).
+    pub fn forward_in(
+        &self,
+        images: &Tensor,
+        keep: Option<&[usize]>,
+        group: &Group,
+    ) -> Result<(Tensor, [BatchStats; 2])> {
         let out = self.encoder.forward(images, keep)?;
-        self.head.forward(&out.cls)
+        self.head.forward_in(&out.cls, group)
     }
 
     /// Visits every trainable parameter: `encoder.<timm name>`, then `head.<name>`.

@@ -10,8 +10,9 @@ use serde::Serialize;
 use vit::VisionTransformer;
 
 use crate::config::PretrainConfig;
+use crate::dist::Group;
 use crate::head::ProjectionHead;
-use crate::loss::{init_prototypes, msn_loss, LossTerms};
+use crate::loss::{init_prototypes, msn_loss_in, LossTerms};
 use crate::model::MsnNetwork;
 use crate::optim::{clip_gradients, AdamW, ParamGroup};
 use crate::views::Batch;
@@ -56,6 +57,8 @@ pub struct StepTiming {
     pub target_forward: f64,
     pub loss: f64,
     pub backward: f64,
+    /// Averaging the gradients over ranks (0 in a run of one process).
+    pub communicate: f64,
     pub optimizer: f64,
 }
 
@@ -115,6 +118,8 @@ pub struct Trainer {
     /// `true`) into the gradient it passes back.
     #[doc(hidden)]
     pub plant_nan_at: Option<(u64, bool)>,
+    /// The ranks this trainer trains with (one process unless [`Trainer::join`]ed).
+    group: Group,
 }
 
 impl Trainer {
@@ -141,7 +146,53 @@ impl Trainer {
             step: 0,
             precision: Precision::F32,
             plant_nan_at: None,
+            group: Group::single(),
         })
+    }
+
+    /// Trains data-parallel with `group`'s ranks from now on: each step
+    /// takes this rank's share of the global batch of `batch_size` images,
+    /// and every rank starts from rank 0's state (networks, prototypes,
+    /// optimizer, step), broadcast.
+    pub fn join(&mut self, group: Group) -> Result<()> {
+        let ranks = group.size();
+        if !self.config.batch_size.is_multiple_of(ranks) || self.config.batch_size / ranks < 2 {
+            return Err(Error::Config(format!(
+                "batch_size {} does not split into {ranks} ranks of at least 2 images each; choose a multiple of {ranks} (batch_size is the global batch)",
+                self.config.batch_size
+            )));
+        }
+        let mut counters = [self.step, self.optimizer.steps];
+        group.broadcast_u64(&mut counters, "the step counters");
+        [self.step, self.optimizer.steps] = counters;
+        let mut state: Vec<Tensor> = Vec::new();
+        let mut take = |_: String, t: &mut Tensor| state.push(t.clone());
+        self.anchor.visit_all(&mut take);
+        self.target.visit_all(&mut take);
+        state.push(self.prototypes.clone());
+        state.extend(self.optimizer.first_moments.iter().cloned());
+        state.extend(self.optimizer.second_moments.iter().cloned());
+        group.broadcast_tensors(
+            &mut state.iter_mut().collect::<Vec<_>>(),
+            "rank 0's training state",
+        )?;
+        let mut state = state.into_iter();
+        let mut restore = |_: String, t: &mut Tensor| *t = state.next().expect("as many as taken");
+        self.anchor.visit_all(&mut restore);
+        self.target.visit_all(&mut restore);
+        self.prototypes = state.next().expect("the prototypes");
+        for m in (self.optimizer.first_moments.iter_mut())
+            .chain(self.optimizer.second_moments.iter_mut())
+        {
+            *m = state.next().expect("a moment");
+        }
+        self.group = group;
+        Ok(())
+    }
+
+    /// The ranks this trainer trains with.
+    pub fn group(&self) -> &Group {
+        &self.group
     }
 
     /// Every trained tensor in optimizer order (anchor network, then prototypes) with its group.
@@ -258,12 +309,13 @@ impl Trainer {
         let device = self.device();
         let on_device = |t: &Tensor| t.to_device(device);
         // One head call per resolution group, so that batch norm sees each group alone.
+        let group = &self.group;
         let (masked, masked_stats) =
-            anchor.forward(&on_device(&batch.anchor)?, Some(&batch.keep))?;
+            anchor.forward_in(&on_device(&batch.anchor)?, Some(&batch.keep), group)?;
         let mut outputs = vec![masked];
         let mut anchor_stats = vec![masked_stats];
         if let Some(focal) = &batch.focal {
-            let (z, stats) = anchor.forward(&on_device(focal)?, None)?;
+            let (z, stats) = anchor.forward_in(&on_device(focal)?, None, group)?;
             outputs.push(z);
             anchor_stats.push(stats);
         }
@@ -274,10 +326,19 @@ impl Trainer {
             }
         }
         lap(&mut timing.anchor_forward);
-        let (target_out, target_stats) = self.target.forward(&on_device(&batch.target)?, None)?;
+        let (target_out, target_stats) =
+            self.target
+                .forward_in(&on_device(&batch.target)?, None, group)?;
         lap(&mut timing.target_forward);
-        let terms = msn_loss(&anchor_out, &target_out, &prototypes, &self.config.loss)?;
-        let loss = terms.total.item()?;
+        let terms = msn_loss_in(
+            &anchor_out,
+            &target_out,
+            &prototypes,
+            &self.config.loss,
+            group,
+        )?;
+        // The global batch's loss, the same on every rank: all stop together.
+        let loss = terms.value;
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss {
                 step: self.step + 1,
@@ -297,6 +358,9 @@ impl Trainer {
                 .collect::<ops::Result<_>>()?;
         drop(tape);
         lap(&mut timing.backward);
+        let mut grads = grads;
+        group.average_gradients(&mut grads)?;
+        lap(&mut timing.communicate);
         Ok(Pass {
             anchor_out: anchor_out.detach(),
             target_out,
@@ -305,7 +369,7 @@ impl Trainer {
             anchor_stats,
             target_stats,
             timing,
-            images: batch.labels.len(),
+            images: batch.labels.len() * self.group.size(),
             started: start,
         })
     }
@@ -353,7 +417,7 @@ impl Trainer {
         // The prototypes are not clipped, so their gradient is checked alone.
         let prototypes_grad = grads.last().expect("the prototypes' gradient");
         if !grad_norm.is_finite() || !crate::optim::squared_norm(prototypes_grad)?.is_finite() {
-            return Err(self.non_finite_gradient(&grads, terms.total.item()?));
+            return Err(self.non_finite_gradient(&grads, terms.value));
         }
         let mut index = 0;
         let optimizer = &mut self.optimizer;
@@ -381,7 +445,7 @@ impl Trainer {
         Ok(StepMetrics {
             step: self.step,
             epoch: 0,
-            loss: terms.total.item()?,
+            loss: terms.value,
             ce: terms.ce,
             memax: terms.memax,
             lr,

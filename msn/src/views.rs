@@ -122,10 +122,12 @@ fn decode_for<'s>(
 
 /// Decodes the image at `position` (or its replacement) and writes its
 /// normalised views straight into its slots of the batch.
+#[allow(clippy::too_many_arguments)]
 fn write_views(
     set: &ImageSet,
     indices: &[usize],
     position: usize,
+    first_position: usize,
     cfg: &ViewConfig,
     seed: u64,
     options: BatchOptions,
@@ -133,7 +135,8 @@ fn write_views(
 ) -> Result<Written> {
     let mut skipped = Vec::new();
     let (pixels, label) = decode_for(set, indices, position, options, &mut skipped)?;
-    let mut rng = StdRng::seed_from_u64(position_seed(seed, position));
+    let global_position = first_position + position;
+    let mut rng = StdRng::seed_from_u64(position_seed(seed, global_position));
     let kinds = [(&cfg.target, slots.target), (&cfg.anchor, slots.anchor)]
         .into_iter()
         .chain(std::iter::repeat(&cfg.focal).zip(slots.focal));
@@ -155,6 +158,21 @@ pub fn make_batch(set: &ImageSet, indices: &[usize], cfg: &ViewConfig, seed: u64
 pub fn make_batch_with(
     set: &ImageSet,
     indices: &[usize],
+    cfg: &ViewConfig,
+    seed: u64,
+    options: BatchOptions,
+) -> Result<Batch> {
+    make_batch_part(set, indices, 0, cfg, seed, options)
+}
+
+/// The views of one rank's part of a global batch: `indices` are the
+/// images at positions `first_position..` of the global batch, and each
+/// image's views are the ones it gets there, whatever the number of ranks.
+/// (A bad image is replaced by another of the same part.)
+pub fn make_batch_part(
+    set: &ImageSet,
+    indices: &[usize],
+    first_position: usize,
     cfg: &ViewConfig,
     seed: u64,
     options: BatchOptions,
@@ -185,7 +203,7 @@ pub fn make_batch_with(
     let written: Vec<Result<Written>> = slots
         .into_par_iter()
         .enumerate()
-        .map(|(p, slots)| write_views(set, indices, p, cfg, seed, options, slots))
+        .map(|(p, slots)| write_views(set, indices, p, first_position, cfg, seed, options, slots))
         .collect();
     // The first failure in batch order, whichever thread met it first.
     let written = written.into_iter().collect::<Result<Vec<_>>>()?;

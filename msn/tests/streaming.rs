@@ -84,6 +84,7 @@ fn loader_batches(
     let options = LoaderOptions {
         workers,
         batch: BatchOptions::default(),
+        share: msn::loader::Share::WHOLE,
     };
     let loader = Loader::spawn(
         Arc::clone(set),
@@ -219,6 +220,7 @@ fn decoded_images_held_at_once_are_bounded_by_the_workers() {
         LoaderOptions {
             workers,
             batch: BatchOptions::default(),
+            share: msn::loader::Share::WHOLE,
         },
     )
     .unwrap();

@@ -154,6 +154,7 @@ fn run_loader(trainer: &mut Trainer, set: &Arc<ImageSet>, until: u64, workers: u
     let options = LoaderOptions {
         workers,
         batch: BatchOptions::default(),
+        share: msn::loader::Share::WHOLE,
     };
     let loader = Loader::spawn(
         Arc::clone(set),
