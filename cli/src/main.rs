@@ -11,6 +11,7 @@ mod plot;
 mod pretrain;
 mod stop;
 mod viz;
+mod world;
 
 use std::process::ExitCode;
 

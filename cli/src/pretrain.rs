@@ -6,14 +6,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use msn::checkpoint;
 use msn::config::{PretrainConfig, PRESETS};
+use msn::dist::Group;
 use msn::eval::Monitor;
-use msn::loader::{Loader, LoaderOptions};
+use msn::loader::{Loader, LoaderOptions, Share};
 use msn::trainer::{StepMetrics, Trainer};
 use msn::views::BatchOptions;
 
@@ -106,6 +107,11 @@ pub struct Args {
     /// finding where a diverging run goes wrong).
     #[arg(long)]
     detect_anomaly: bool,
+    /// In a data-parallel run (`mpirun -np N msn pretrain …`): how long, in
+    /// seconds, an exchange may wait for the other ranks before this rank
+    /// stops with an error (one of them died or hung).
+    #[arg(long, default_value_t = msn::dist::DEFAULT_TIMEOUT.as_secs_f64())]
+    collective_timeout: f64,
 }
 
 impl Args {
@@ -276,7 +282,141 @@ fn lock_out_folder(out: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// What a run writes in its folder as it goes (rank 0's): the folder's
+/// lock, `config.toml` and `metrics.jsonl`.
+struct RunFiles {
+    _lock: std::fs::File,
+    metrics_path: PathBuf,
+    metrics: std::fs::File,
+}
+
+impl RunFiles {
+    /// Locks `out`, writes the configuration and opens the metrics: a fresh
+    /// file, or on --resume the old one cut back to the checkpoint's `step`.
+    fn open(out: &Path, config: &PretrainConfig, resume: bool, step: u64) -> Result<Self> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let lock = lock_out_folder(out)?;
+        let config_path = out.join("config.toml");
+        vit::write_atomically(&config_path, config.to_toml().as_bytes())
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        let metrics_path = out.join("metrics.jsonl");
+        if resume {
+            truncate_metrics(&metrics_path, step)?;
+        } else if metrics_path.exists() {
+            std::fs::remove_file(&metrics_path)
+                .with_context(|| format!("removing the old {}", metrics_path.display()))?;
+        }
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("opening {}", metrics_path.display()))?;
+        Ok(RunFiles {
+            _lock: lock,
+            metrics_path,
+            metrics,
+        })
+    }
+
+    /// One write per line, so that a kill cannot leave half a line for the
+    /// next one to continue (a resume drops a line cut short).
+    fn append_metrics(&mut self, m: &StepMetrics) -> Result<()> {
+        let line = format!("{}\n", serde_json::to_string(m)?);
+        self.metrics
+            .write_all(line.as_bytes())
+            .with_context(|| format!("writing {}", self.metrics_path.display()))
+    }
+}
+
+/// Refuses to start ranks that were not given the same run: every rank
+/// compares its configuration and image count with rank 0's, and the ranks
+/// that differ name the first line that does.
+fn check_same_run(config: &PretrainConfig, images: usize, group: &Group) -> Result<()> {
+    if group.size() == 1 {
+        return Ok(());
+    }
+    let text = format!("{}images = {images}\n", config.to_toml());
+    let prints = group.all_gather_u64(
+        &[msn::dist::fingerprint(&text)],
+        "the ranks' configurations",
+    );
+    if prints.iter().all(|&p| p == prints[0]) {
+        return Ok(());
+    }
+    let at_root = group.broadcast_string(&text, "rank 0's configuration");
+    let differing: Vec<usize> = (0..group.size())
+        .filter(|&r| prints[r] != prints[0])
+        .collect();
+    if differing.contains(&group.rank()) {
+        let (here, there) = text
+            .lines()
+            .zip(at_root.lines())
+            .find(|(a, b)| a != b)
+            .unwrap_or(("(more lines)", "(fewer lines)"));
+        bail!("rank {} was started with another run than rank 0: `{here}` here, `{there}` on rank 0; start every rank with the same flags, configuration and data", group.rank());
+    }
+    bail!("rank(s) {differing:?} were started with another run than rank 0 (their errors name the difference); start every rank with the same flags, configuration and data")
+}
+
+/// Test-only faults of one rank of a data-parallel run:
+/// `MSN_TEST_RANK_FAULT=RANK:STEP:die` kills rank RANK after step STEP
+/// (SIGKILL, as the kernel's out-of-memory killer would), `…:hang` leaves it
+/// alive but silent.
+fn rank_fault_for_tests(group: &Group, step: u64) {
+    let Ok(spec) = std::env::var("MSN_TEST_RANK_FAULT") else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [rank, at, fault] = parts[..] else {
+        return;
+    };
+    if rank.parse() != Ok(group.rank()) || at.parse() != Ok(step) {
+        return;
+    }
+    match fault {
+        // SAFETY: raising a signal at the calling thread has no preconditions.
+        "die" => unsafe {
+            libc::raise(libc::SIGKILL);
+        },
+        "hang" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        _ => {}
+    }
+}
+
+/// Test-only: `MSN_TEST_STOP_AFTER_STEP=STEP` asks rank 0 alone to stop
+/// after STEP as SIGTERM would, deterministically.
+fn stop_for_tests(group: &Group, step: u64) -> Option<(&'static str, u8)> {
+    let at: u64 = std::env::var("MSN_TEST_STOP_AFTER_STEP")
+        .ok()?
+        .parse()
+        .ok()?;
+    (group.is_root() && step == at).then_some(("SIGTERM", 143))
+}
+
+/// `msn pretrain`, alone or as one rank of an MPI launch. A rank that fails
+/// ends the whole launch with its error, so that no other rank waits for it.
 pub fn run(args: Args) -> Result<ExitCode> {
+    crate::world::share_cores();
+    if !(args.collective_timeout.is_finite() && args.collective_timeout > 0.0) {
+        bail!(
+            "--collective-timeout must be a positive number of seconds, got {}",
+            args.collective_timeout
+        );
+    }
+    let group = crate::world::join(Duration::from_secs_f64(args.collective_timeout))?;
+    let result = train(args, &group);
+    if let Err(e) = &result {
+        if group.size() > 1 {
+            eprintln!("error: rank {} of {}: {e:#}", group.rank(), group.size());
+            group.abort(2);
+        }
+    }
+    result
+}
+
+fn train(args: Args, group: &Group) -> Result<ExitCode> {
     crate::device::check_built(args.device)?;
     let workers = args
         .workers
@@ -284,23 +424,47 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if workers == 0 {
         bail!("--workers must be at least 1, got 0");
     }
+    let root = group.is_root();
     if args.print_config {
         let config = if args.resume {
             checkpoint::read_config(&args.out.join(checkpoint::CHECKPOINT))?.0
         } else {
             args.config(|source| Ok(msn::data::open(source)?.len()))?
         };
-        print!("{}", config.to_toml());
+        if root {
+            print!("{}", config.to_toml());
+        }
         return Ok(ExitCode::SUCCESS);
     }
     // The data is opened once (a folder is scanned once), before the model is built.
     let mut opened = None;
     let launched = Instant::now();
-    let mut trainer = if args.resume {
-        if args.overrides_given() {
+    // On --resume, rank 0 alone reads the checkpoint (the others may be on
+    // machines without it) and gives them its configuration; its state
+    // reaches them in `join`.
+    let (config, resumed) = if args.resume {
+        if args.overrides_given() && root {
             eprintln!("note: --resume continues the stored configuration; other flags are ignored");
         }
-        checkpoint::load(&args.out)?
+        let loaded = if root {
+            Some(checkpoint::load(&args.out)?)
+        } else {
+            None
+        };
+        let text = group.broadcast_string(
+            &loaded
+                .as_ref()
+                .map(|t| t.config.to_toml())
+                .unwrap_or_default(),
+            "the resumed run's configuration",
+        );
+        match loaded {
+            Some(trainer) => (trainer.config.clone(), Some(trainer)),
+            None => (
+                PretrainConfig::from_toml(&text, "rank 0's configuration", None)?,
+                None,
+            ),
+        }
     } else {
         let config = args.config(|source| {
             let set = msn::data::open(source)?;
@@ -308,8 +472,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
             opened = Some(set);
             Ok(len)
         })?;
-        Trainer::new(config)?
+        (config, None)
     };
+    let dataset = Arc::new(match opened {
+        Some(set) if set.name == config.data => set,
+        _ => msn::data::open(&config.data)?,
+    });
+    check_same_run(&config, dataset.len(), group)?;
+    let mut trainer = match resumed {
+        Some(trainer) => trainer,
+        None => Trainer::new(config.clone())?,
+    };
+    if group.size() > 1 {
+        trainer.join(group.clone())?;
+    }
     trainer
         .move_to(args.device)
         .with_context(|| format!("moving the model to --device {}", args.device))?;
@@ -326,11 +502,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
             };
             Some((step.parse().ok()?, backward))
         });
-    let config = trainer.config.clone();
-    let dataset = Arc::new(match opened {
-        Some(set) if set.name == config.data => set,
-        _ => msn::data::open(&config.data)?,
-    });
     if dataset.channels != config.encoder.in_channels {
         bail!(
             "data {} has {} channel(s) but the {} encoder expects {}",
@@ -348,35 +519,40 @@ pub fn run(args: Args) -> Result<ExitCode> {
             config.batch_size
         );
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let _lock = lock_out_folder(&args.out)?;
-    let config_path = args.out.join("config.toml");
-    vit::write_atomically(&config_path, config.to_toml().as_bytes())
-        .with_context(|| format!("writing {}", config_path.display()))?;
-    let metrics_path = args.out.join("metrics.jsonl");
-    if args.resume {
-        truncate_metrics(&metrics_path, trainer.step)?;
-    } else if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path)
-            .with_context(|| format!("removing the old {}", metrics_path.display()))?;
-    }
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("opening {}", metrics_path.display()))?;
     let first = trainer.step;
     if first >= config.steps {
-        println!(
-            "{} already finished its {} steps",
-            args.out.display(),
-            config.steps
-        );
+        if root {
+            println!(
+                "{} already finished its {} steps",
+                args.out.display(),
+                config.steps
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "MSN pretraining: preset {}, data {} ({} images{}; ready after {:.1} s), ViT {}×{} heads {} patch {}, batch {}, steps {}..{}, {}, {} loader worker{}",
+    // Rank 0 alone writes: the folder's lock, config, metrics, checkpoints, plots.
+    let mut written = if root {
+        Some(RunFiles::open(
+            &args.out,
+            &config,
+            args.resume,
+            trainer.step,
+        )?)
+    } else {
+        None
+    };
+    let metrics_path = args.out.join("metrics.jsonl");
+    let ranks = match group.size() {
+        1 => String::new(),
+        n => format!(
+            ", {n} ranks ({}) of {} images each",
+            group.backend_name(),
+            config.batch_size / n
+        ),
+    };
+    if root {
+        println!(
+        "MSN pretraining: preset {}, data {} ({} images{}; ready after {:.1} s), ViT {}×{} heads {} patch {}, batch {}{}, steps {}..{}, {}, {} loader worker{}",
         config.preset,
         config.data,
         dataset.len(),
@@ -390,6 +566,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         config.encoder.heads,
         config.encoder.patch_size,
         config.batch_size,
+        ranks,
         first,
         config.steps,
         match args.device {
@@ -399,6 +576,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         workers,
         if workers == 1 { "" } else { "s" },
     );
+    }
     let loader = Loader::spawn(
         Arc::clone(&dataset),
         config.views.clone(),
@@ -410,9 +588,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
             batch: BatchOptions {
                 skip_bad_images: args.skip_bad_images,
             },
+            share: Share {
+                rank: group.rank(),
+                ranks: group.size(),
+            },
         },
     )?;
-    let bar = ProgressBar::new(config.steps);
+    let bar = if root {
+        ProgressBar::new(config.steps)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_position(first);
     bar.set_style(
         ProgressStyle::with_template(
@@ -422,6 +608,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     let per_epoch = trainer.steps_per_epoch(dataset.len());
     let monitor = match args.eval_every {
+        _ if !root => None,
         0 => None,
         _ => {
             let source = args
@@ -461,6 +648,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         }
         let mut m = trainer.train_step(&batch, wait.elapsed().as_secs_f64())?;
+        rank_fault_for_tests(group, m.step);
         m.epoch = (m.step - 1) / per_epoch;
         m.skipped_images = batch.skipped.len();
         m.train_s = trained_before + started.elapsed().as_secs_f64() - monitor_s;
@@ -483,12 +671,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         }
         m.elapsed_s = started.elapsed().as_secs_f64();
-        // One write per line, so that a kill cannot leave half a line for
-        // the next one to continue (a resume drops a line cut short).
-        let line = format!("{}\n", serde_json::to_string(&m)?);
-        metrics_file
-            .write_all(line.as_bytes())
-            .with_context(|| format!("writing {}", metrics_path.display()))?;
+        let mut saved = false;
+        if let Some(files) = &mut written {
+            files.append_metrics(&m)?;
+            saved = m.step % args.checkpoint_every == 0 || m.step == config.steps;
+            if saved {
+                checkpoint::save(&trainer, &args.out)?;
+            }
+        }
         bar.set_position(m.step);
         bar.set_message(format!(
             "loss {:.4} lr {:.2e} {:.0} img/s protos {}",
@@ -500,11 +690,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 warned = true;
             }
         }
-        let saved = m.step % args.checkpoint_every == 0 || m.step == config.steps;
-        if saved {
-            checkpoint::save(&trainer, &args.out)?;
-        }
-        if let Some((signal, code)) = stop.asked() {
+        // Every rank stops after the same step, when any was asked to
+        // (mpirun passes a signal on to every rank, not at the same instant).
+        let asked = stop.asked().or_else(|| stop_for_tests(group, m.step));
+        if group.any(asked.is_some(), "the stop requests") {
+            let (signal, code) = asked.unwrap_or(("a signal to another rank", 143));
+            if !root {
+                return Ok(ExitCode::from(code));
+            }
             if !saved {
                 checkpoint::save(&trainer, &args.out)?;
             }
@@ -519,6 +712,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     bar.finish();
+    if !root {
+        return Ok(ExitCode::SUCCESS);
+    }
     let losses = read_losses(&metrics_path);
     let plot = args.out.join("loss.png");
     plot_losses(

@@ -45,6 +45,10 @@ pub struct StepMetrics {
     pub skipped_images: usize,
     /// Where the step's time went, in seconds.
     pub timing: StepTiming,
+    /// What this rank's exchanges with the other ranks cost in this step
+    /// (data-parallel runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchanges: Option<crate::dist::Traffic>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -76,6 +80,7 @@ pub struct Pass {
     timing: StepTiming,
     images: usize,
     started: Instant,
+    traffic_at_start: crate::dist::Traffic,
 }
 
 /// The test-only op behind [`Trainer::plant_nan_at`]: `x` with its first
@@ -285,6 +290,7 @@ impl Trainer {
     /// The forward passes, the loss and its gradients, without changing any state.
     pub fn forward_backward(&self, batch: &Batch, data_wait: f64) -> Result<Pass> {
         let start = Instant::now();
+        let traffic_at_start = self.group.traffic();
         let _precision = ops::autocast(self.precision);
         let mut timing = StepTiming {
             data_wait,
@@ -371,6 +377,7 @@ impl Trainer {
             timing,
             images: batch.labels.len() * self.group.size(),
             started: start,
+            traffic_at_start,
         })
     }
 
@@ -404,6 +411,7 @@ impl Trainer {
             mut timing,
             images,
             started,
+            traffic_at_start,
             ..
         } = pass;
         let clock = Instant::now();
@@ -460,6 +468,7 @@ impl Trainer {
             monitor: None,
             skipped_images: 0,
             timing,
+            exchanges: (self.group.size() > 1).then(|| self.group.traffic() - traffic_at_start),
         })
     }
 

@@ -34,8 +34,9 @@ pub mod local;
 pub mod mpi;
 mod watchdog;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ops::Tensor;
 
@@ -98,6 +99,57 @@ impl Collective for Single {
 pub struct Group {
     backend: Arc<dyn Collective>,
     watchdog: Option<Arc<watchdog::Watchdog>>,
+    traffic: Arc<Counters>,
+}
+
+/// What a group's exchanges have cost so far: calls, bytes this rank sent
+/// in (its buffers' sizes) and seconds spent inside them, waiting included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Traffic {
+    pub calls: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+    fn sub(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            calls: self.calls - earlier.calls,
+            bytes: self.bytes - earlier.bytes,
+            seconds: self.seconds - earlier.seconds,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    bytes: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// The environment variables by which launchers (Open MPI's mpirun,
+/// MPICH's Hydra, SLURM's `srun --mpi=pmix` or `pmi2`) tell a process it
+/// is a rank. (Not SLURM's own: a batch script's single process has them.)
+const LAUNCHER_VARIABLES: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"];
+
+/// `VARIABLE=value` when an MPI launcher started this process.
+pub fn launched_by_mpi() -> Option<String> {
+    LAUNCHER_VARIABLES
+        .iter()
+        .find_map(|v| std::env::var(v).ok().map(|value| format!("{v}={value}")))
+}
+
+/// How many ranks the launcher started on this machine, when it says.
+pub fn ranks_on_this_machine() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "MPI_LOCALNRANKS",
+        "SLURM_NTASKS_PER_NODE",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 impl std::fmt::Debug for Group {
@@ -124,6 +176,7 @@ impl Group {
         Group {
             backend: Arc::new(Single),
             watchdog: None,
+            traffic: Arc::default(),
         }
     }
 
@@ -131,7 +184,11 @@ impl Group {
     pub fn new(backend: Arc<dyn Collective>, timeout: Duration) -> Self {
         let watchdog =
             (backend.size() > 1).then(|| watchdog::Watchdog::start(backend.clone(), timeout));
-        Group { backend, watchdog }
+        Group {
+            backend,
+            watchdog,
+            traffic: Arc::default(),
+        }
     }
 
     pub fn rank(&self) -> usize {
@@ -151,48 +208,87 @@ impl Group {
         self.backend.name()
     }
 
-    /// Runs one exchange under the watchdog's eye; `what` names it in a timeout's message.
-    fn watched<R>(&self, what: &'static str, values: usize, f: impl FnOnce() -> R) -> R {
-        match &self.watchdog {
+    /// What this rank's exchanges have cost so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            calls: self.traffic.calls.load(Ordering::Relaxed),
+            bytes: self.traffic.bytes.load(Ordering::Relaxed),
+            seconds: self.traffic.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        }
+    }
+
+    /// Runs one exchange of `values` numbers of `width` bytes, counted and
+    /// under the watchdog's eye; `what` names it in a timeout's message.
+    fn watched<R>(
+        &self,
+        what: &'static str,
+        values: usize,
+        width: usize,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        let start = Instant::now();
+        let result = match &self.watchdog {
             Some(w) => {
                 let _in_flight = w.enter(what, values);
                 f()
             }
             None => f(),
-        }
+        };
+        let counters = &self.traffic;
+        counters.calls.fetch_add(1, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add((values * width) as u64, Ordering::Relaxed);
+        counters
+            .nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
     }
 
     pub fn all_reduce_f64(&self, values: &mut [f64], what: &'static str) {
         if self.size() > 1 {
-            self.watched(what, values.len(), || self.backend.all_reduce_f64(values));
+            self.watched(what, values.len(), 8, || {
+                self.backend.all_reduce_f64(values)
+            });
         }
     }
 
     pub fn all_reduce_f32(&self, values: &mut [f32], what: &'static str) {
         if self.size() > 1 {
-            self.watched(what, values.len(), || self.backend.all_reduce_f32(values));
+            self.watched(what, values.len(), 4, || {
+                self.backend.all_reduce_f32(values)
+            });
         }
     }
 
     pub fn all_gather_u64(&self, values: &[u64], what: &'static str) -> Vec<u64> {
-        self.watched(what, values.len(), || self.backend.all_gather_u64(values))
+        if self.size() == 1 {
+            return values.to_vec();
+        }
+        self.watched(what, values.len(), 8, || {
+            self.backend.all_gather_u64(values)
+        })
     }
 
     pub fn broadcast_u64(&self, values: &mut [u64], what: &'static str) {
         if self.size() > 1 {
-            self.watched(what, values.len(), || self.backend.broadcast_u64(values, 0));
+            self.watched(what, values.len(), 8, || {
+                self.backend.broadcast_u64(values, 0)
+            });
         }
     }
 
     pub fn broadcast_f32(&self, values: &mut [f32], what: &'static str) {
         if self.size() > 1 {
-            self.watched(what, values.len(), || self.backend.broadcast_f32(values, 0));
+            self.watched(what, values.len(), 4, || {
+                self.backend.broadcast_f32(values, 0)
+            });
         }
     }
 
     pub fn barrier(&self, what: &'static str) {
         if self.size() > 1 {
-            self.watched(what, 0, || self.backend.barrier());
+            self.watched(what, 0, 0, || self.backend.barrier());
         }
     }
 

@@ -19,14 +19,6 @@ use mpi::traits::*;
 use super::Collective;
 use crate::{Error, Result};
 
-/// The environment variables by which launchers tell a process its rank.
-const LAUNCHER_VARIABLES: [&str; 4] = [
-    "OMPI_COMM_WORLD_SIZE",
-    "PMI_SIZE",
-    "PMIX_RANK",
-    "SLURM_NTASKS",
-];
-
 pub struct MpiWorld {
     rank: usize,
     size: usize,
@@ -78,13 +70,6 @@ impl MpiWorld {
             root.broadcast_into(values);
         })
     }
-}
-
-/// Whether an MPI launcher (mpirun, mpiexec, srun) started this process.
-pub fn launched_by_mpi() -> Option<String> {
-    LAUNCHER_VARIABLES
-        .iter()
-        .find_map(|v| std::env::var(v).ok().map(|value| format!("{v}={value}")))
 }
 
 impl Collective for MpiWorld {

@@ -56,7 +56,8 @@ impl Watchdog {
                     .map(|f| (f.what, f.values, f.since.elapsed()));
                 if let Some((what, values, waited)) = late {
                     eprintln!(
-                        "error: rank {rank} of {size}: the exchange of {what} ({values} values, {name}) waited {:.0} s for the other ranks, longer than --collective-timeout; another rank has died or hung (its own error, or the launcher's, names it); stopping",
+                        "error: rank {rank} of {size}: the exchange of {what} ({values} value{}, {name}) waited {:.0} s for the other ranks, longer than --collective-timeout; another rank has died or hung (its own error, or the launcher's, names it); stopping",
+                        if values == 1 { "" } else { "s" },
                         waited.as_secs_f64()
                     );
                     // Leaving through the process, not the backend: the
