@@ -112,6 +112,10 @@ pub struct Args {
     /// stops with an error (one of them died or hung).
     #[arg(long, default_value_t = msn::dist::DEFAULT_TIMEOUT.as_secs_f64())]
     collective_timeout: f64,
+    /// In a data-parallel run: what carries the exchanges between ranks,
+    /// mpi or nccl (between NVIDIA GPUs, with --device cuda).
+    #[arg(long, value_enum, default_value = "mpi")]
+    collectives: crate::world::Collectives,
 }
 
 impl Args {
@@ -399,13 +403,22 @@ fn stop_for_tests(group: &Group, step: u64) -> Option<(&'static str, u8)> {
 /// ends the whole launch with its error, so that no other rank waits for it.
 pub fn run(args: Args) -> Result<ExitCode> {
     crate::world::share_cores();
+    crate::world::pick_gpu(args.device);
     if !(args.collective_timeout.is_finite() && args.collective_timeout > 0.0) {
         bail!(
             "--collective-timeout must be a positive number of seconds, got {}",
             args.collective_timeout
         );
     }
-    let group = crate::world::join(Duration::from_secs_f64(args.collective_timeout))?;
+    let group = crate::world::join(
+        Duration::from_secs_f64(args.collective_timeout),
+        args.collectives,
+        args.device,
+    )?;
+    if let Err(e) = group.handshake() {
+        eprintln!("error: {e}");
+        group.abort(2);
+    }
     let result = train(args, &group);
     if let Err(e) = &result {
         if group.size() > 1 {

@@ -1,30 +1,64 @@
 //! Which world this `msn pretrain` is a rank of: a process alone, or one of
 //! the ranks an MPI launcher started (`mpirun -np N msn pretrain …`, `srun
-//! --mpi=pmix msn pretrain …`; feature `mpi`).
+//! --mpi=pmix msn pretrain …`; feature `mpi`), exchanging through MPI or,
+//! between NVIDIA GPUs, NCCL (`--collectives nccl`; feature `cuda`).
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use msn::dist::Group;
 
+/// What carries the exchanges between ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Collectives {
+    /// MPI itself (the launcher's library).
+    Mpi,
+    /// NVIDIA's NCCL between the ranks' GPUs (with --device cuda); MPI makes
+    /// the first contact. Without a launcher, a world of one GPU.
+    Nccl,
+}
+
 /// Joins the launcher's world, or a world of one when no launcher started us.
-pub fn join(timeout: Duration) -> Result<Group> {
-    let Some(launcher) = msn::dist::launched_by_mpi() else {
-        return Ok(Group::single());
+pub fn join(timeout: Duration, collectives: Collectives, device: ops::Device) -> Result<Group> {
+    if collectives == Collectives::Nccl && device != ops::Device::Cuda {
+        bail!("--collectives nccl exchanges between NVIDIA GPUs; it needs --device cuda, not {device}");
+    }
+    let launcher = msn::dist::launched_by_mpi();
+    let bootstrap = match &launcher {
+        None => None,
+        Some(launcher) => Some(mpi_world(launcher)?),
     };
-    #[cfg(feature = "mpi")]
-    {
-        let _ = &launcher;
-        let world = msn::dist::mpi::MpiWorld::init()?;
-        Ok(Group::new(std::sync::Arc::new(world), timeout))
+    match collectives {
+        Collectives::Mpi => Ok(bootstrap.map_or_else(Group::single, |b| Group::new(b, timeout))),
+        Collectives::Nccl => nccl_world(bootstrap, timeout),
     }
-    #[cfg(not(feature = "mpi"))]
-    {
-        let _ = timeout;
-        anyhow::bail!(
-            "an MPI launcher started this process ({launcher}) but this msn was built without MPI; build it with `cargo build --release -p msn-cli --features mpi` (needs Open MPI or MPICH: apt-get install openmpi-bin libopenmpi-dev libclang-dev)"
-        )
-    }
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_world(_launcher: &str) -> Result<std::sync::Arc<dyn msn::dist::Collective>> {
+    Ok(std::sync::Arc::new(msn::dist::mpi::MpiWorld::init()?))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_world(launcher: &str) -> Result<std::sync::Arc<dyn msn::dist::Collective>> {
+    bail!(
+        "an MPI launcher started this process ({launcher}) but this msn was built without MPI; build it with `cargo build --release -p msn-cli --features mpi` (needs Open MPI or MPICH: apt-get install openmpi-bin libopenmpi-dev libclang-dev)"
+    )
+}
+
+#[cfg(feature = "cuda")]
+fn nccl_world(
+    bootstrap: Option<std::sync::Arc<dyn msn::dist::Collective>>,
+    timeout: Duration,
+) -> Result<Group> {
+    // Each rank sees one GPU (`pick_gpu`), its ordinal 0.
+    let world = msn::dist::nccl::NcclWorld::init(0, bootstrap)?;
+    Ok(Group::new(std::sync::Arc::new(world), timeout))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn nccl_world(_: Option<std::sync::Arc<dyn msn::dist::Collective>>, _: Duration) -> Result<Group> {
+    bail!("--collectives nccl: this build has no CUDA runtime; rebuild with `cargo build --release -p msn-cli --features cuda,mpi`")
 }
 
 /// Shares the machine's cores among the ranks on it: without this, two
@@ -42,4 +76,33 @@ pub fn share_cores() {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads((cores / local_ranks).max(1))
         .build_global();
+}
+
+/// Gives each rank on a machine its own GPU, before CUDA starts: the
+/// local rank's entry of `CUDA_VISIBLE_DEVICES` (or GPU number local rank
+/// when it is not set), as `torchrun` does with `LOCAL_RANK`.
+pub fn pick_gpu(device: ops::Device) {
+    if device != ops::Device::Cuda {
+        return;
+    }
+    let local_rank: Option<usize> = [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok());
+    let (Some(local_rank), Some(2..)) = (local_rank, msn::dist::ranks_on_this_machine()) else {
+        return;
+    };
+    let chosen = match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(list) if !list.trim().is_empty() => {
+            let gpus: Vec<&str> = list.split(',').map(str::trim).collect();
+            gpus[local_rank % gpus.len()].to_string()
+        }
+        _ => local_rank.to_string(),
+    };
+    // SAFETY: called at the start of `msn pretrain`, before any thread
+    // that could read the environment is started.
+    unsafe { std::env::set_var("CUDA_VISIBLE_DEVICES", chosen) };
 }

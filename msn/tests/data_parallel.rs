@@ -186,6 +186,18 @@ fn sinkhorn_over_two_ranks_is_sinkhorn_over_their_rows() {
 }
 
 #[test]
+fn the_handshake_checks_every_kind_of_exchange() {
+    Group::single().handshake().unwrap();
+    let handles: Vec<_> = dist::local::world(3)
+        .into_iter()
+        .map(|group| std::thread::spawn(move || group.handshake()))
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+}
+
+#[test]
 fn a_batch_that_does_not_split_into_the_ranks_is_refused() {
     let mut c = tiny();
     c.batch_size = 15;

@@ -26,12 +26,16 @@
 //! prototypes' gradients, scaling them by W; here a run's result does not
 //! depend on its world size.)
 //!
-//! Backends: [`local`] (ranks as threads of one process, for tests) and,
-//! with the `mpi` feature, [`mpi`] (`mpirun -np N msn pretrain …`).
+//! Backends: [`local`] (ranks as threads of one process, for tests); with
+//! the `mpi` feature, `mpi` (`mpirun -np N msn pretrain …`); with the
+//! `cuda` feature, `nccl` (`--collectives nccl`, its first contact made
+//! through MPI).
 
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 mod watchdog;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -290,6 +294,45 @@ impl Group {
         if self.size() > 1 {
             self.watched(what, 0, 0, || self.backend.barrier());
         }
+    }
+
+    /// Makes one call of every kind through the backend, even in a world of
+    /// one (where the group's own methods skip them), and checks what comes
+    /// back: the ranks found each other, agree on the world, and each
+    /// exchange sums, gathers and broadcasts. Run once at the start.
+    pub fn handshake(&self) -> Result<()> {
+        let (rank, size) = (self.rank(), self.size());
+        let backend = &self.backend;
+        let wrong = |what: &str, got: String| {
+            Err(crate::Error::Config(format!(
+                "rank {rank} of {size}: the {} backend's {what} returned {got}; the ranks are not one world (check the launcher and the library)",
+                backend.name()
+            )))
+        };
+        let mut sums64 = [rank as f64 + 1.0, 1.0];
+        let mut sums32 = [rank as f32 + 1.0];
+        let mut gathered = Vec::new();
+        let mut from_root64 = [rank as u64 + 7];
+        let mut from_root32 = [rank as f32 + 0.5];
+        self.watched("the handshake", 6, 8, || {
+            backend.all_reduce_f64(&mut sums64);
+            backend.all_reduce_f32(&mut sums32);
+            gathered = backend.all_gather_u64(&[rank as u64]);
+            backend.broadcast_u64(&mut from_root64, 0);
+            backend.broadcast_f32(&mut from_root32, 0);
+            backend.barrier();
+        });
+        let triangle = (size * (size + 1) / 2) as f64;
+        if sums64 != [triangle, size as f64] || sums32[0] as f64 != triangle {
+            return wrong("all-reduce", format!("{sums64:?} and {sums32:?}"));
+        }
+        if gathered != (0..size as u64).collect::<Vec<_>>() {
+            return wrong("all-gather", format!("{gathered:?}"));
+        }
+        if from_root64 != [7] || from_root32 != [0.5] {
+            return wrong("broadcast", format!("{from_root64:?} and {from_root32:?}"));
+        }
+        Ok(())
     }
 
     /// Ends every rank at once (after this rank has printed why).
