@@ -9,6 +9,7 @@
 #     bash tools/device/run.sh bench         # matmul TFLOP/s, fused attention, bias+GELU
 #     bash tools/device/run.sh throughput    # msn bench vs tools/reference/msn_throughput.py
 #     bash tools/device/run.sh cpu           # the CPU test suite on the host processor
+#     bash tools/device/run.sh nccl          # pretraining through NCCL, a world of one card
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-/tmp/msn-device}"
@@ -22,7 +23,7 @@ export MSN_FASHION_MNIST="$PWD/data/fashion-mnist" MSN_TEST_DEVICE=cuda MSN_BENC
 export PYTHONUNBUFFERED=1
 # cudarc loads the driver and NVRTC by name at run time: make sure the folders
 # holding them (the toolkit's, or the NVIDIA wheels beside PyTorch) are searched.
-for lib in libcuda.so.1 libnvrtc.so; do
+for lib in libcuda.so.1 libnvrtc.so libnccl.so; do
     if ! ldconfig -p | grep -q "$lib"; then
         site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
         dir=$(find /usr/local/cuda*/ /usr/local/nvidia/ "${site:-/nonexistent}/nvidia" -name "$lib*" \
@@ -68,6 +69,19 @@ for part in "${@:-tests}"; do
             (cd tools/reference && logged throughput python3 msn_throughput.py \
                 --preset msn-vit-small-16 --batch 64 --device cuda --steps 10 --warmup 3 $flag)
         done
+        ;;
+    nccl)
+        # --collectives nccl on one card: the handshake makes every kind of
+        # NCCL call and checks the results, then a few steps train (every
+        # exchange of a world of one is skipped, so the handshake is the proof).
+        cat > /tmp/msn-nccl.toml <<'TOML'
+preset = "fmnist-tiny"
+data = "fashion-mnist:test"
+batch_size = 64
+steps = 5
+TOML
+        logged nccl "$bin/msn" pretrain --config /tmp/msn-nccl.toml --device cuda \
+            --collectives nccl --out /tmp/msn-nccl-run --checkpoint-every 5
         ;;
     cpu)
         # The CPU suite on this machine's host processor, each test binary in

@@ -44,16 +44,33 @@ fn nccl_error(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Config(format!("NCCL {what} failed: {e:?}"))
 }
 
+/// Runs `f`, NCCL's first use: cudarc loads libnccl.so then and panics
+/// when it is not there, which becomes an error saying so.
+fn loading_nccl<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R> {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let made = std::panic::catch_unwind(f);
+    std::panic::set_hook(report);
+    made.map_err(|_| {
+        Error::Config(
+            "--collectives nccl: libnccl.so was not found; install NCCL (the distribution's libnccl2, or the nvidia-nccl-cu12 wheel) and put its folder in LD_LIBRARY_PATH".into(),
+        )
+    })
+}
+
 impl NcclWorld {
     /// A communicator over GPU `ordinal` of this process: alone, or with
     /// the ranks of `bootstrap`, which carries rank 0's unique id to them.
     pub fn init(ordinal: usize, bootstrap: Option<Arc<dyn Collective>>) -> Result<Self> {
         let (rank, size) = bootstrap.as_ref().map_or((0, 1), |b| (b.rank(), b.size()));
+        // The runtime's own check first: a clear error without a driver or
+        // a GPU, and the device's context made by the runtime that trains.
+        ops::Tensor::zeros(&[1], ops::DType::F32).to_device(ops::Device::Cuda)?;
         let context = CudaContext::new(ordinal)
             .map_err(|e| nccl_error(&format!("opening GPU {ordinal}"), e))?;
         let stream = context.default_stream();
         let id = if rank == 0 {
-            Id::new().map_err(|e| nccl_error("making the unique id", e))?
+            loading_nccl(Id::new)?.map_err(|e| nccl_error("making the unique id", e))?
         } else {
             Id::uninit([0; 128])
         };
@@ -69,8 +86,9 @@ impl NcclWorld {
         for (i, byte) in words.iter().flat_map(|w| w.to_le_bytes()).enumerate() {
             internal[i] = byte as std::ffi::c_char;
         }
-        let comm = Comm::from_rank(stream.clone(), rank, size, Id::uninit(internal))
-            .map_err(|e| nccl_error("joining the communicator", e))?;
+        let comm =
+            loading_nccl(|| Comm::from_rank(stream.clone(), rank, size, Id::uninit(internal)))?
+                .map_err(|e| nccl_error("joining the communicator", e))?;
         Ok(NcclWorld {
             rank,
             size,
