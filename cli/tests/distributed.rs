@@ -1,9 +1,10 @@
 //! Data-parallel pretraining over MPI (feature `mpi`; `mpirun` from Open MPI
 //! must be installed, as `.ci/run` does): two ranks with 32 images each
 //! train as one process with 64, and fail it when me-max is left local;
-//! a run resumes with another number of ranks; a rank that dies or hangs
-//! stops the others with an error naming it; ranks started with different
-//! runs are refused. Without the feature, a launch by mpirun is refused
+//! a run resumes with another number of ranks; a signal to mpirun stops
+//! every rank after the same step with a checkpoint; a rank that dies or
+//! hangs stops the others with an error naming it; ranks started with
+//! different runs are refused. Without the feature, a launch by mpirun is refused
 //! with the way to build it.
 
 mod common;
@@ -376,5 +377,46 @@ focal_views = 2
         "{err}"
     );
         assert!(!err.contains("panicked"), "{err}");
+    }
+
+    #[test]
+    fn a_signal_to_mpirun_stops_every_rank_after_one_step_with_a_checkpoint() {
+        let dir = scratch("mpi-signal");
+        let config = narrow_config(&dir);
+        let out_dir = dir.join("run");
+        let args = pretrain(&config, &out_dir, &["--steps", "2000"]);
+        let mut child = Command::new("mpirun")
+            .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+            .arg(env!("CARGO_BIN_EXE_msn"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let metrics = out_dir.join("metrics.jsonl");
+        let started = Instant::now();
+        while metric_steps(&metrics).len() < 3 {
+            assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // mpirun passes SIGTERM (and turns Ctrl-C's SIGINT into SIGTERM) on to every rank.
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        let stopped = err
+            .lines()
+            .find_map(|l| l.strip_prefix("stopped by SIGTERM after step "))
+            .unwrap_or_else(|| panic!("no stop message: {err}"));
+        let step: u64 = stopped.split(' ').next().unwrap().parse().unwrap();
+        let (_, saved, _) =
+            msn::checkpoint::read_config(&out_dir.join(msn::checkpoint::CHECKPOINT)).unwrap();
+        assert_eq!(saved, step, "{err}");
+        assert_eq!(*metric_steps(&metrics).last().unwrap(), step);
+        assert!(step < 2000);
     }
 }
