@@ -52,9 +52,20 @@ struct Computed {
 }
 
 fn compute(set: &ImageSet, group: Group, share: Share, step: u64) -> Computed {
+    compute_on(ops::Device::Cpu, set, group, share, step)
+}
+
+fn compute_on(
+    device: ops::Device,
+    set: &ImageSet,
+    group: Group,
+    share: Share,
+    step: u64,
+) -> Computed {
     let c = tiny();
     let mut trainer = Trainer::new(c.clone()).unwrap();
     trainer.join(group).unwrap();
+    trainer.move_to(device).unwrap();
     let indices = batch_indices(set.len(), c.batch_size, c.seed, step);
     let (first, part) = share.of(&indices);
     let seed = step_seed(c.seed, step);
@@ -62,7 +73,11 @@ fn compute(set: &ImageSet, group: Group, share: Share, step: u64) -> Computed {
     let pass = trainer.forward_backward(&batch, 0.0).unwrap();
     let (_, stats) = trainer
         .anchor
-        .forward_in(&batch.anchor, Some(&batch.keep), trainer.group())
+        .forward_in(
+            &batch.anchor.to_device(device).unwrap(),
+            Some(&batch.keep),
+            trainer.group(),
+        )
         .unwrap();
     let mut names: Vec<String> = trainer
         .anchor
@@ -82,6 +97,10 @@ fn compute(set: &ImageSet, group: Group, share: Share, step: u64) -> Computed {
 /// Two thread ranks, each with its share; `exchanging` false gives each a
 /// world of its own, i.e. data parallelism without any exchange.
 fn two_ranks(set: &Arc<ImageSet>, exchanging: bool) -> Vec<Computed> {
+    two_ranks_on(ops::Device::Cpu, set, exchanging)
+}
+
+fn two_ranks_on(device: ops::Device, set: &Arc<ImageSet>, exchanging: bool) -> Vec<Computed> {
     let groups = if exchanging {
         dist::local::world(2)
     } else {
@@ -92,7 +111,7 @@ fn two_ranks(set: &Arc<ImageSet>, exchanging: bool) -> Vec<Computed> {
         .enumerate()
         .map(|(rank, group)| {
             let set = Arc::clone(set);
-            std::thread::spawn(move || compute(&set, group, Share { rank, ranks: 2 }, 3))
+            std::thread::spawn(move || compute_on(device, &set, group, Share { rank, ranks: 2 }, 3))
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -107,17 +126,12 @@ fn relative_gap(x: &[f32], y: &[f32]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-#[test]
-fn two_ranks_with_half_a_batch_each_take_the_step_of_one_with_the_whole() {
-    let set = Arc::new(data::open("fashion-mnist:test").unwrap());
-    let whole = compute(&set, Group::single(), Share::WHOLE, 3);
-    let ranks = two_ranks(&set, true);
+/// Holds two ranks' step to one process's: the same on both ranks, and
+/// within `tolerance` of the single process, tensor by tensor.
+fn assert_same_step(whole: &Computed, ranks: &[Computed], tolerance: f64) {
     // Every rank ends with the same (averaged) gradients, bit for bit.
     assert_eq!(ranks[0].grads, ranks[1].grads);
     assert_eq!(ranks[0].loss, ranks[1].loss);
-    // Against one process: the same sums in another order, in f32 over a
-    // few hundred terms, so agreement to about 1e-6 of each tensor's scale;
-    // 1e-4 leaves room for the composed batch norm against the fused one.
     assert!(
         (ranks[0].loss - whole.loss).abs() < 1e-5 * whole.loss.abs(),
         "loss {} on two ranks, {} in one process",
@@ -141,12 +155,38 @@ fn two_ranks_with_half_a_batch_each_take_the_step_of_one_with_the_whole() {
         }
         let gap = relative_gap(w, r);
         assert!(
-            gap < 1e-4,
+            gap < tolerance,
             "{name}: gradients differ by {gap:e} of their scale"
         );
     }
     let bn_gap = relative_gap(&whole.bn_mean, &ranks[1].bn_mean);
     assert!(bn_gap < 1e-5, "SyncBN means differ by {bn_gap:e}");
+}
+
+#[test]
+fn two_ranks_with_half_a_batch_each_take_the_step_of_one_with_the_whole() {
+    let set = Arc::new(data::open("fashion-mnist:test").unwrap());
+    let whole = compute(&set, Group::single(), Share::WHOLE, 3);
+    // The same sums in another order, in f32 over a few hundred terms: about
+    // 1e-6 of each tensor's scale; 1e-4 leaves room for the composed batch
+    // norm against the fused one.
+    assert_same_step(&whole, &two_ranks(&set, true), 1e-4);
+}
+
+/// Two ranks on the GPU runtime (their batch norms, me-max and gradients
+/// exchanged from device tensors) against one process on the CPU.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[test]
+fn two_ranks_on_the_device_take_the_step_of_one_on_the_cpu() {
+    let device = match std::env::var("MSN_TEST_DEVICE") {
+        Ok(name) => name.parse().expect("MSN_TEST_DEVICE is cpu, wgpu or cuda"),
+        Err(_) if ops::Device::Wgpu.is_built() => ops::Device::Wgpu,
+        Err(_) => ops::Device::Cuda,
+    };
+    let set = Arc::new(data::open("fashion-mnist:test").unwrap());
+    let whole = compute(&set, Group::single(), Share::WHOLE, 3);
+    // msn/tests/device.rs holds one device step to the CPU's within 2e-5.
+    assert_same_step(&whole, &two_ranks_on(device, &set, true), 1e-4);
 }
 
 #[test]
