@@ -385,7 +385,7 @@ focal_views = 2
         let config = narrow_config(&dir);
         let out_dir = dir.join("run");
         let args = pretrain(&config, &out_dir, &["--steps", "2000"]);
-        let mut child = Command::new("mpirun")
+        let child = Command::new("mpirun")
             .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
             .arg(env!("CARGO_BIN_EXE_msn"))
             .args(&args)
