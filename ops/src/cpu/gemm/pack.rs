@@ -25,6 +25,23 @@ pub(super) fn pack_panel<T: Element>(
     width: usize,
     out: &mut [T],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if T::DTYPE == crate::DType::F32
+        && width == 8
+        && rows == 8
+        && x.col_stride == 1
+        && super::detect_isa() != super::Isa::Portable
+    {
+        // SAFETY: T is f32 (its dtype says so), so the casts only rename the
+        // element type; AVX2 is there (the ISA is not portable); the eight
+        // rows hold columns k0..k0+kc (`at` would read the same elements).
+        unsafe {
+            let data = std::slice::from_raw_parts(x.data.as_ptr() as *const f32, x.data.len());
+            let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, kc * 8);
+            pack_eight_rows_f32(data, r0 * x.row_stride + k0, x.row_stride, kc, out);
+        }
+        return;
+    }
     let groups = out[..kc * width].chunks_exact_mut(width);
     if x.row_stride == 1 {
         for (p, group) in groups.enumerate() {
@@ -39,6 +56,64 @@ pub(super) fn pack_panel<T: Element>(
                     T::zero()
                 };
             }
+        }
+    }
+}
+
+/// [`pack_panel`] for eight whole f32 rows with contiguous k (A's panels
+/// of a forward product or an input gradient, for AVX-512's 8-row tile):
+/// eight k steps at a time, one 8×8 transpose in registers, where the
+/// element walk moved one float per load and per store (7 % of a forward
+/// product's time, one thread).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_eight_rows_f32(
+    data: &[f32],
+    first: usize,
+    row_stride: usize,
+    kc: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let rows: [&[f32]; 8] = std::array::from_fn(|i| &data[first + i * row_stride..][..kc]);
+    let mut p = 0;
+    while p + 8 <= kc {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i][p..].as_ptr()));
+        // Pairs, then quads, then halves: column j of the 8×8 block ends in t[j].
+        let a0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let a1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let a2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let a3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let a4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let a5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let a6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let a7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let b0 = _mm256_shuffle_ps::<0x44>(a0, a2);
+        let b1 = _mm256_shuffle_ps::<0xEE>(a0, a2);
+        let b2 = _mm256_shuffle_ps::<0x44>(a1, a3);
+        let b3 = _mm256_shuffle_ps::<0xEE>(a1, a3);
+        let b4 = _mm256_shuffle_ps::<0x44>(a4, a6);
+        let b5 = _mm256_shuffle_ps::<0xEE>(a4, a6);
+        let b6 = _mm256_shuffle_ps::<0x44>(a5, a7);
+        let b7 = _mm256_shuffle_ps::<0xEE>(a5, a7);
+        let t = [
+            _mm256_permute2f128_ps::<0x20>(b0, b4),
+            _mm256_permute2f128_ps::<0x20>(b1, b5),
+            _mm256_permute2f128_ps::<0x20>(b2, b6),
+            _mm256_permute2f128_ps::<0x20>(b3, b7),
+            _mm256_permute2f128_ps::<0x31>(b0, b4),
+            _mm256_permute2f128_ps::<0x31>(b1, b5),
+            _mm256_permute2f128_ps::<0x31>(b2, b6),
+            _mm256_permute2f128_ps::<0x31>(b3, b7),
+        ];
+        for (j, column) in t.iter().enumerate() {
+            _mm256_storeu_ps(out[(p + j) * 8..][..8].as_mut_ptr(), *column);
+        }
+        p += 8;
+    }
+    for p in p..kc {
+        for (i, row) in rows.iter().enumerate() {
+            out[p * 8 + i] = row[p];
         }
     }
 }
