@@ -9,6 +9,7 @@ mod eval;
 mod gradcheck;
 mod plot;
 mod pretrain;
+mod run_folder;
 mod stop;
 mod viz;
 mod world;

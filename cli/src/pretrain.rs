@@ -2,8 +2,7 @@
 //! checkpoints, resumption and a loss plot.
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,9 @@ use msn::trainer::{StepMetrics, Trainer};
 use msn::views::BatchOptions;
 
 use crate::plot::{plot_accuracy, plot_losses};
+use crate::run_folder::{last_train_seconds, read_losses, read_monitor, RunFiles};
 use crate::stop::StopRequest;
+use crate::world::{check_same_run, rank_fault_for_tests, stop_for_tests};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -162,78 +163,9 @@ impl Args {
     }
 }
 
-/// Keeps the lines of `metrics.jsonl` up to `step` (a resumed run rewrites what followed its checkpoint).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .collect();
-    // Atomically: a run killed while it resumes keeps its metrics.
-    vit::write_atomically(
-        path,
-        kept.iter()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-            .as_bytes(),
-    )
-    .with_context(|| format!("rewriting {}", path.display()))
-}
-
 /// The monitor's validation source for a training source: `SOURCE:val`.
 fn validation_of(data: &str) -> String {
     format!("{}:val", msn::data::without_split(data))
-}
-
-/// Training seconds logged by the last line of `metrics.jsonl` (a resumed run continues from them).
-fn last_train_seconds(path: &Path) -> f64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["train_s"].as_f64())
-        .next_back()
-        .unwrap_or(0.0)
-}
-
-/// The monitor's k-NN and few-shot curves (minutes of training, accuracy in %).
-fn read_monitor(path: &Path) -> Vec<(&'static str, Vec<(f64, f64)>)> {
-    let (mut knn, mut fewshot) = (Vec::new(), Vec::new());
-    for v in std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    {
-        let (Some(t), Some(k), Some(f)) = (
-            v["train_s"].as_f64(),
-            v["monitor"]["knn"].as_f64(),
-            v["monitor"]["fewshot"].as_f64(),
-        ) else {
-            continue;
-        };
-        knn.push((t / 60.0, 100.0 * k));
-        fewshot.push((t / 60.0, 100.0 * f));
-    }
-    vec![
-        ("k-NN (k = 20)", knn),
-        ("5-shot logistic regression", fewshot),
-    ]
-}
-
-fn read_losses(path: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
-        .collect()
 }
 
 fn collapse_warning(m: &StepMetrics, prototypes: usize) -> Option<String> {
@@ -250,153 +182,6 @@ fn collapse_warning(m: &StepMetrics, prototypes: usize) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Takes `out`'s lock file for this run: a second `msn pretrain` into the
-/// same folder would interleave metrics and overwrite checkpoints. The lock
-/// is the kernel's (`flock`), so it goes with the process that holds it: a
-/// crashed or killed run leaves no stale lock behind.
-fn lock_out_folder(out: &Path) -> Result<std::fs::File> {
-    let path = out.join(".lock");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "{} is in use by another msn pretrain (process {}, which holds {}): wait for it to end, or give another --out",
-                out.display(),
-                holder.trim(),
-                path.display()
-            );
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-    file.set_len(0)
-        .and_then(|()| write!(file, "{}", std::process::id()))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(file)
-}
-
-/// What a run writes in its folder as it goes (rank 0's): the folder's
-/// lock, `config.toml` and `metrics.jsonl`.
-struct RunFiles {
-    _lock: std::fs::File,
-    metrics_path: PathBuf,
-    metrics: std::fs::File,
-}
-
-impl RunFiles {
-    /// Locks `out`, writes the configuration and opens the metrics: a fresh
-    /// file, or on --resume the old one cut back to the checkpoint's `step`.
-    fn open(out: &Path, config: &PretrainConfig, resume: bool, step: u64) -> Result<Self> {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let lock = lock_out_folder(out)?;
-        let config_path = out.join("config.toml");
-        vit::write_atomically(&config_path, config.to_toml().as_bytes())
-            .with_context(|| format!("writing {}", config_path.display()))?;
-        let metrics_path = out.join("metrics.jsonl");
-        if resume {
-            truncate_metrics(&metrics_path, step)?;
-        } else if metrics_path.exists() {
-            std::fs::remove_file(&metrics_path)
-                .with_context(|| format!("removing the old {}", metrics_path.display()))?;
-        }
-        let metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .with_context(|| format!("opening {}", metrics_path.display()))?;
-        Ok(RunFiles {
-            _lock: lock,
-            metrics_path,
-            metrics,
-        })
-    }
-
-    /// One write per line, so that a kill cannot leave half a line for the
-    /// next one to continue (a resume drops a line cut short).
-    fn append_metrics(&mut self, m: &StepMetrics) -> Result<()> {
-        let line = format!("{}\n", serde_json::to_string(m)?);
-        self.metrics
-            .write_all(line.as_bytes())
-            .with_context(|| format!("writing {}", self.metrics_path.display()))
-    }
-}
-
-/// Refuses to start ranks that were not given the same run: every rank
-/// compares its configuration and image count with rank 0's, and the ranks
-/// that differ name the first line that does.
-fn check_same_run(config: &PretrainConfig, images: usize, group: &Group) -> Result<()> {
-    if group.size() == 1 {
-        return Ok(());
-    }
-    let text = format!("{}images = {images}\n", config.to_toml());
-    let prints = group.all_gather_u64(
-        &[msn::dist::fingerprint(&text)],
-        "the ranks' configurations",
-    );
-    if prints.iter().all(|&p| p == prints[0]) {
-        return Ok(());
-    }
-    let at_root = group.broadcast_string(&text, "rank 0's configuration");
-    let differing: Vec<usize> = (0..group.size())
-        .filter(|&r| prints[r] != prints[0])
-        .collect();
-    if differing.contains(&group.rank()) {
-        let (here, there) = text
-            .lines()
-            .zip(at_root.lines())
-            .find(|(a, b)| a != b)
-            .unwrap_or(("(more lines)", "(fewer lines)"));
-        bail!("rank {} was started with another run than rank 0: `{here}` here, `{there}` on rank 0; start every rank with the same flags, configuration and data", group.rank());
-    }
-    bail!("rank(s) {differing:?} were started with another run than rank 0 (their errors name the difference); start every rank with the same flags, configuration and data")
-}
-
-/// Test-only faults of one rank of a data-parallel run:
-/// `MSN_TEST_RANK_FAULT=RANK:STEP:die` kills rank RANK after step STEP
-/// (SIGKILL, as the kernel's out-of-memory killer would), `…:hang` leaves it
-/// alive but silent.
-fn rank_fault_for_tests(group: &Group, step: u64) {
-    let Ok(spec) = std::env::var("MSN_TEST_RANK_FAULT") else {
-        return;
-    };
-    let parts: Vec<&str> = spec.split(':').collect();
-    let [rank, at, fault] = parts[..] else {
-        return;
-    };
-    if rank.parse() != Ok(group.rank()) || at.parse() != Ok(step) {
-        return;
-    }
-    match fault {
-        // SAFETY: raising a signal at the calling thread has no preconditions.
-        "die" => unsafe {
-            libc::raise(libc::SIGKILL);
-        },
-        "hang" => loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        },
-        _ => {}
-    }
-}
-
-/// Test-only: `MSN_TEST_STOP_AFTER_STEP=STEP` asks rank 0 alone to stop
-/// after STEP as SIGTERM would, deterministically.
-fn stop_for_tests(group: &Group, step: u64) -> Option<(&'static str, u8)> {
-    let at: u64 = std::env::var("MSN_TEST_STOP_AFTER_STEP")
-        .ok()?
-        .parse()
-        .ok()?;
-    (group.is_root() && step == at).then_some(("SIGTERM", 143))
 }
 
 /// `msn pretrain`, alone or as one rank of an MPI launch. A rank that fails

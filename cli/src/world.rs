@@ -1,11 +1,14 @@
 //! Which world this `msn pretrain` is a rank of: a process alone, or one of
 //! the ranks an MPI launcher started (`mpirun -np N msn pretrain …`, `srun
 //! --mpi=pmix msn pretrain …`; feature `mpi`), exchanging through MPI or,
-//! between NVIDIA GPUs, NCCL (`--collectives nccl`; feature `cuda`).
+//! between NVIDIA GPUs, NCCL (`--collectives nccl`; feature `cuda`); how
+//! its ranks share the machine, check that they run the same thing, and
+//! the test-only faults of one rank.
 
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use msn::config::PretrainConfig;
 use msn::dist::Group;
 
 /// What carries the exchanges between ranks.
@@ -65,6 +68,10 @@ fn nccl_world(_: Option<std::sync::Arc<dyn msn::dist::Collective>>, _: Duration)
 /// ranks on two cores would each start two rayon threads and fight over
 /// them. `RAYON_NUM_THREADS`, when set, decides instead.
 pub fn share_cores() {
+    // SLURM's variables are there in a batch script's single process too.
+    if msn::dist::launched_by_mpi().is_none() {
+        return;
+    }
     let Some(local_ranks) = msn::dist::ranks_on_this_machine() else {
         return;
     };
@@ -82,7 +89,7 @@ pub fn share_cores() {
 /// local rank's entry of `CUDA_VISIBLE_DEVICES` (or GPU number local rank
 /// when it is not set), as `torchrun` does with `LOCAL_RANK`.
 pub fn pick_gpu(device: ops::Device) {
-    if device != ops::Device::Cuda {
+    if device != ops::Device::Cuda || msn::dist::launched_by_mpi().is_none() {
         return;
     }
     let local_rank: Option<usize> = [
@@ -105,4 +112,71 @@ pub fn pick_gpu(device: ops::Device) {
     // SAFETY: called at the start of `msn pretrain`, before any thread
     // that could read the environment is started.
     unsafe { std::env::set_var("CUDA_VISIBLE_DEVICES", chosen) };
+}
+
+/// Refuses to start ranks that were not given the same run: every rank
+/// compares its configuration and image count with rank 0's, and the ranks
+/// that differ name the first line that does.
+pub fn check_same_run(config: &PretrainConfig, images: usize, group: &Group) -> Result<()> {
+    if group.size() == 1 {
+        return Ok(());
+    }
+    let text = format!("{}images = {images}\n", config.to_toml());
+    let prints = group.all_gather_u64(
+        &[msn::dist::fingerprint(&text)],
+        "the ranks' configurations",
+    );
+    if prints.iter().all(|&p| p == prints[0]) {
+        return Ok(());
+    }
+    let at_root = group.broadcast_string(&text, "rank 0's configuration");
+    let differing: Vec<usize> = (0..group.size())
+        .filter(|&r| prints[r] != prints[0])
+        .collect();
+    if differing.contains(&group.rank()) {
+        let (here, there) = text
+            .lines()
+            .zip(at_root.lines())
+            .find(|(a, b)| a != b)
+            .unwrap_or(("(more lines)", "(fewer lines)"));
+        bail!("rank {} was started with another run than rank 0: `{here}` here, `{there}` on rank 0; start every rank with the same flags, configuration and data", group.rank());
+    }
+    bail!("rank(s) {differing:?} were started with another run than rank 0 (their errors name the difference); start every rank with the same flags, configuration and data")
+}
+
+/// Test-only faults of one rank of a data-parallel run:
+/// `MSN_TEST_RANK_FAULT=RANK:STEP:die` kills rank RANK after step STEP
+/// (SIGKILL, as the kernel's out-of-memory killer would), `…:hang` leaves it
+/// alive but silent.
+pub fn rank_fault_for_tests(group: &Group, step: u64) {
+    let Ok(spec) = std::env::var("MSN_TEST_RANK_FAULT") else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [rank, at, fault] = parts[..] else {
+        return;
+    };
+    if rank.parse() != Ok(group.rank()) || at.parse() != Ok(step) {
+        return;
+    }
+    match fault {
+        // SAFETY: raising a signal at the calling thread has no preconditions.
+        "die" => unsafe {
+            libc::raise(libc::SIGKILL);
+        },
+        "hang" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        _ => {}
+    }
+}
+
+/// Test-only: `MSN_TEST_STOP_AFTER_STEP=STEP` asks rank 0 alone to stop
+/// after STEP as SIGTERM would, deterministically.
+pub fn stop_for_tests(group: &Group, step: u64) -> Option<(&'static str, u8)> {
+    let at: u64 = std::env::var("MSN_TEST_STOP_AFTER_STEP")
+        .ok()?
+        .parse()
+        .ok()?;
+    (group.is_root() && step == at).then_some(("SIGTERM", 143))
 }
