@@ -187,8 +187,9 @@ fn collapse_warning(m: &StepMetrics, prototypes: usize) -> Option<String> {
 /// `msn pretrain`, alone or as one rank of an MPI launch. A rank that fails
 /// ends the whole launch with its error, so that no other rank waits for it.
 pub fn run(args: Args) -> Result<ExitCode> {
-    crate::world::share_cores();
+    // Before any thread starts: the GPU choice is an environment variable.
     crate::world::pick_gpu(args.device);
+    crate::world::share_cores();
     if !(args.collective_timeout.is_finite() && args.collective_timeout > 0.0) {
         bail!(
             "--collective-timeout must be a positive number of seconds, got {}",

@@ -109,8 +109,8 @@ pub fn pick_gpu(device: ops::Device) {
         }
         _ => local_rank.to_string(),
     };
-    // SAFETY: called at the start of `msn pretrain`, before any thread
-    // that could read the environment is started.
+    // SAFETY: `msn pretrain` calls this first, while the process has one
+    // thread (rayon's pool and the signal thread start after).
     unsafe { std::env::set_var("CUDA_VISIBLE_DEVICES", chosen) };
 }
 
