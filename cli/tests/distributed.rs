@@ -65,7 +65,7 @@ focal_views = 2
     }
 
     /// `msn ARGS` under `mpirun -np RANKS`, with `env` set in every rank.
-    fn mpirun(ranks: usize, args: &[&str], env: &[(&str, &str)]) -> Output {
+    fn mpirun(ranks: usize, args: &[String], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new("mpirun");
         command
             .args(["--allow-run-as-root", "--oversubscribe", "-np"])
@@ -203,7 +203,6 @@ focal_views = 2
 
         let two = dir.join("two");
         let args = pretrain(&config, &two, &[]);
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let out = mpirun(2, &args, &[]);
         succeeded(&out);
         let two_losses = losses(&two);
@@ -236,7 +235,6 @@ focal_views = 2
         // The control: the same launch with me-max on each rank's own half.
         let local = dir.join("local-memax");
         let args = pretrain(&config, &local, &[]);
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         succeeded(&mpirun(2, &args, &[("MSN_TEST_LOCAL_MEMAX", "1")]));
         let local_losses = losses(&local);
         let worst = one_losses
@@ -268,7 +266,6 @@ focal_views = 2
         let stop_at_3 = ("MSN_TEST_STOP_AFTER_STEP", "3");
         let two_then_one = dir.join("two-then-one");
         let args = pretrain(&config, &two_then_one, &[]);
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let out = mpirun(2, &args, &[stop_at_3]);
         assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
         assert_eq!(metric_steps(&two_then_one.join("metrics.jsonl")), [1, 2, 3]);
@@ -285,7 +282,6 @@ focal_views = 2
             .unwrap();
         assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
         let args = pretrain(&config, &one_then_two, &["--resume"]);
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         succeeded(&mpirun(2, &args, &[]));
         for run in [&two_then_one, &one_then_two] {
             assert_eq!(metric_steps(&run.join("metrics.jsonl")), [1, 2, 3, 4, 5, 6]);
@@ -307,7 +303,6 @@ focal_views = 2
         let config = narrow_config(&dir);
         let out_dir = dir.join("run");
         let args = pretrain(&config, &out_dir, &["--steps", "50"]);
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let started = Instant::now();
         let out = mpirun(2, &args, &[("MSN_TEST_RANK_FAULT", "1:3:die")]);
         assert!(!out.status.success());
@@ -335,7 +330,6 @@ focal_views = 2
             &out_dir,
             &["--steps", "50", "--collective-timeout", "3"],
         );
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let started = Instant::now();
         let out = mpirun(2, &args, &[("MSN_TEST_RANK_FAULT", "1:3:hang")]);
         assert!(!out.status.success());

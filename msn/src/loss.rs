@@ -238,7 +238,8 @@ pub fn msn_loss_with_targets_in(
 /// Test-only: `MSN_TEST_LOCAL_MEMAX=1` leaves the me-max mean prediction
 /// local to each rank, the mistake the distributed test must catch.
 fn local_memax_for_tests() -> bool {
-    std::env::var_os("MSN_TEST_LOCAL_MEMAX").is_some_and(|v| v == "1")
+    static LOCAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LOCAL.get_or_init(|| std::env::var_os("MSN_TEST_LOCAL_MEMAX").is_some_and(|v| v == "1"))
 }
 
 /// The whole MSN loss from raw head outputs: anchors `[V·B, d]` (view-major),

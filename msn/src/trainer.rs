@@ -177,10 +177,7 @@ impl Trainer {
         state.push(self.prototypes.clone());
         state.extend(self.optimizer.first_moments.iter().cloned());
         state.extend(self.optimizer.second_moments.iter().cloned());
-        group.broadcast_tensors(
-            &mut state.iter_mut().collect::<Vec<_>>(),
-            "rank 0's training state",
-        )?;
+        group.broadcast_tensors(&mut state, "rank 0's training state")?;
         let mut state = state.into_iter();
         let mut restore = |_: String, t: &mut Tensor| *t = state.next().expect("as many as taken");
         self.anchor.visit_all(&mut restore);

@@ -4,40 +4,21 @@
 //! same two ranks without their exchanges are not. `cli/tests/distributed.rs`
 //! runs the same comparison over MPI with whole runs.
 
+mod common;
+
 use std::sync::Arc;
 
-use msn::config::PretrainConfig;
 use msn::data::{self, ImageSet};
 use msn::dist::{self, Group};
 use msn::loader::{batch_indices, step_seed, Share};
 use msn::loss::sinkhorn_in;
 use msn::trainer::Trainer;
 use msn::views::{make_batch_part, BatchOptions};
-use vit::VitConfig;
 
-fn tiny() -> PretrainConfig {
-    let mut c = PretrainConfig::from_file(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/fmnist-tiny-v1.toml"),
-        None,
-    )
-    .unwrap();
-    c.encoder = VitConfig {
-        image_size: 28,
-        patch_size: 4,
-        in_channels: 1,
-        width: 16,
-        depth: 1,
-        heads: 2,
-        mlp_ratio: 2,
-    };
-    c.head_hidden = 32;
-    c.head_output = 16;
-    c.prototypes = 8;
+/// The narrowed recipe at batch 16, so that two ranks hold 8 images each.
+fn tiny() -> msn::config::PretrainConfig {
+    let mut c = common::tiny();
     c.batch_size = 16;
-    c.views.focal_views = 2;
-    c.steps = 4;
-    c.data = "fashion-mnist:test".into();
     c
 }
 
@@ -178,11 +159,7 @@ fn two_ranks_with_half_a_batch_each_take_the_step_of_one_with_the_whole() {
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 #[test]
 fn two_ranks_on_the_device_take_the_step_of_one_on_the_cpu() {
-    let device = match std::env::var("MSN_TEST_DEVICE") {
-        Ok(name) => name.parse().expect("MSN_TEST_DEVICE is cpu, wgpu or cuda"),
-        Err(_) if ops::Device::Wgpu.is_built() => ops::Device::Wgpu,
-        Err(_) => ops::Device::Cuda,
-    };
+    let device = common::device();
     let set = Arc::new(data::open("fashion-mnist:test").unwrap());
     let whole = compute(&set, Group::single(), Share::WHOLE, 3);
     // msn/tests/device.rs holds one device step to the CPU's within 2e-5.

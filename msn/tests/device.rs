@@ -11,20 +11,15 @@
 //! 192×6 and head at batch 16, for a real GPU.
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
+mod common;
+
+use common::device;
 use msn::config::PretrainConfig;
 use msn::data;
 use msn::loader::{batch_indices, step_seed};
 use msn::trainer::Trainer;
 use msn::views::make_batch;
 use ops::{Device, Precision};
-
-fn device() -> Device {
-    match std::env::var("MSN_TEST_DEVICE") {
-        Ok(name) => name.parse().expect("MSN_TEST_DEVICE is cpu, wgpu or cuda"),
-        Err(_) if Device::Wgpu.is_built() => Device::Wgpu,
-        Err(_) => Device::Cuda,
-    }
-}
 
 /// The first fmnist-tiny recipe (tests/fixtures/fmnist-tiny-v1.toml) at batch 16, narrowed unless `MSN_DEVICE_TEST_FULL` is set.
 fn config(steps: u64) -> PretrainConfig {

@@ -3,43 +3,17 @@
 //! non-finite loss stops training with an error, and a checkpoint that does
 //! not fit is refused.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::tiny;
 use msn::checkpoint;
-use msn::config::PretrainConfig;
 use msn::data::{self, ImageSet};
 use msn::loader::{batch_indices, step_seed, Loader, LoaderOptions};
 use msn::trainer::Trainer;
 use msn::views::{make_batch, BatchOptions};
-use vit::VitConfig;
-
-fn tiny() -> PretrainConfig {
-    // The recipe these tests were written for, not whatever fmnist-tiny is now.
-    let mut c = PretrainConfig::from_file(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/fmnist-tiny-v1.toml"),
-        None,
-    )
-    .unwrap();
-    c.encoder = VitConfig {
-        image_size: 28,
-        patch_size: 4,
-        in_channels: 1,
-        width: 16,
-        depth: 1,
-        heads: 2,
-        mlp_ratio: 2,
-    };
-    c.head_hidden = 32;
-    c.head_output = 16;
-    c.prototypes = 8;
-    c.batch_size = 8;
-    c.views.focal_views = 2;
-    c.steps = 4;
-    c.data = "fashion-mnist:test".into();
-    c
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("msn-trainer-{name}-{}", std::process::id()));

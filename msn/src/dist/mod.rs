@@ -394,47 +394,40 @@ impl Group {
         if self.size() == 1 {
             return Ok(());
         }
-        let mut bucket = Vec::with_capacity(grads.iter().map(|g| g.numel()).sum());
-        for g in grads.iter() {
-            bucket.extend(g.to_vec_f32());
-        }
-        self.all_reduce_f32(&mut bucket, "the gradient bucket");
         let scale = 1.0 / self.size() as f32;
-        let mut offset = 0;
-        for g in grads.iter_mut() {
-            let n = g.numel();
-            let averaged: Vec<f32> = bucket[offset..offset + n]
-                .iter()
-                .map(|v| v * scale)
-                .collect();
-            *g = Tensor::from_vec(averaged, g.shape())?
-                .to_dtype(g.dtype())?
-                .to_device(g.device())?;
-            offset += n;
-        }
-        Ok(())
+        through_one_buffer(grads, |bucket| {
+            self.all_reduce_f32(bucket, "the gradient bucket");
+            bucket.iter_mut().for_each(|v| *v *= scale);
+        })
     }
 
     /// Overwrites `tensors` with rank 0's, in one exchange.
-    pub fn broadcast_tensors(&self, tensors: &mut [&mut Tensor], what: &'static str) -> Result<()> {
+    pub fn broadcast_tensors(&self, tensors: &mut [Tensor], what: &'static str) -> Result<()> {
         if self.size() == 1 {
             return Ok(());
         }
-        let mut flat = Vec::with_capacity(tensors.iter().map(|t| t.numel()).sum());
-        for t in tensors.iter() {
-            flat.extend(t.to_vec_f32());
-        }
-        self.broadcast_f32(&mut flat, what);
-        let mut offset = 0;
-        for t in tensors.iter_mut() {
-            let n = t.numel();
-            **t = Tensor::from_vec(flat[offset..offset + n].to_vec(), t.shape())?
-                .to_dtype(t.dtype())?
-                .to_device(t.device())?;
-            offset += n;
-        }
-        Ok(())
+        through_one_buffer(tensors, |flat| self.broadcast_f32(flat, what))
     }
+}
+
+/// Runs `exchange` on the values of `tensors` laid end to end in one f32
+/// buffer (one call instead of one per tensor), then puts the results back
+/// into tensors of the same shapes, dtypes and devices.
+fn through_one_buffer(tensors: &mut [Tensor], exchange: impl FnOnce(&mut [f32])) -> Result<()> {
+    let mut flat = Vec::with_capacity(tensors.iter().map(|t| t.numel()).sum());
+    for t in tensors.iter() {
+        flat.extend(t.to_vec_f32());
+    }
+    exchange(&mut flat);
+    let mut offset = 0;
+    for t in tensors.iter_mut() {
+        let n = t.numel();
+        *t = Tensor::from_vec(flat[offset..offset + n].to_vec(), t.shape())?
+            .to_dtype(t.dtype())?
+            .to_device(t.device())?;
+        offset += n;
+    }
+    Ok(())
 }
 
 /// FNV-1a, for comparing configurations across ranks in one small exchange.
