@@ -32,6 +32,8 @@ pub trait Element:
     fn error_function(self) -> Self;
     /// eˣ; for f32 the vectorisable approximation of [`crate::cpu::fast_math`].
     fn fast_exp(self) -> Self;
+    /// `(erf(x), e^(−x²))`, which erf's f32 formula computes together.
+    fn erf_and_gaussian(self) -> (Self, Self);
     /// The typed slice of a storage of this element type.
     fn slice(storage: &Storage) -> Option<&[Self]>;
     fn slice_mut(storage: &mut Storage) -> Option<&mut [Self]>;
@@ -51,6 +53,10 @@ impl Element for f32 {
     }
     fn fast_exp(self) -> Self {
         crate::cpu::fast_math::exp_f32(self)
+    }
+    #[inline(always)]
+    fn erf_and_gaussian(self) -> (Self, Self) {
+        crate::cpu::fast_math::erf_and_gaussian_f32(self)
     }
     fn slice(storage: &Storage) -> Option<&[Self]> {
         match storage {
@@ -82,6 +88,9 @@ impl Element for f64 {
     }
     fn fast_exp(self) -> Self {
         self.exp()
+    }
+    fn erf_and_gaussian(self) -> (Self, Self) {
+        (libm::erf(self), (-self * self).exp())
     }
     fn slice(storage: &Storage) -> Option<&[Self]> {
         match storage {

@@ -36,13 +36,21 @@ pub fn exp_f32(x: f32) -> f32 {
 
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
+    erf_and_gaussian_f32(x).0
+}
+
+/// `(erf(x), e^(−x²))`: the formula for erf computes the Gaussian on its
+/// way, and GELU's slope needs both (`Φ` from erf, `φ` from the Gaussian).
+#[inline(always)]
+pub fn erf_and_gaussian_f32(x: f32) -> (f32, f32) {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
-    let y = 1.0 - poly * exp_f32(-a * a);
-    y.copysign(x)
+    let gaussian = exp_f32(-a * a);
+    let y = 1.0 - poly * gaussian;
+    (y.copysign(x), gaussian)
 }
 
 #[cfg(test)]

@@ -79,6 +79,40 @@ unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
 
+/// Defines `fn $name<T: Element>(args)` that runs the `#[inline(always)]`
+/// function `$inner` compiled for AVX-512 (16 f32 lanes), AVX2+FMA (8) or
+/// the baseline, whichever this CPU has. [`vectorised`] cannot offer a third
+/// width: a closure called from three copies is no longer inlined into them
+/// (measured: the GELU loop then ran at SSE2 width), whereas a named
+/// function marked `#[inline(always)]` is inlined into every copy.
+macro_rules! widest_simd {
+    ($(#[$doc:meta])* fn $name:ident<T>($($arg:ident: $ty:ty),* $(,)?) => $inner:path) => {
+        $(#[$doc])*
+        fn $name<T: $crate::Element>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512<T: $crate::Element>($($arg: $ty),*) {
+                    $inner($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<T: $crate::Element>($($arg: $ty),*) {
+                    $inner($($arg),*)
+                }
+                match $crate::cpu::simd_isa() {
+                    // SAFETY: AVX-512 F and VL were detected at run time.
+                    $crate::cpu::SimdIsa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: AVX2 and FMA were detected at run time.
+                    $crate::cpu::SimdIsa::Avx2Fma => return unsafe { avx2($($arg),*) },
+                    $crate::cpu::SimdIsa::Portable => {}
+                }
+            }
+            $inner($($arg),*)
+        }
+    };
+}
+pub(crate) use widest_simd;
+
 /// Σ f(x) over `xs`, in eight interleaved partial sums combined pairwise: a
 /// plain running sum is one chain of dependent adds that cannot vectorise
 /// (the compiler may not reorder float additions); eight independent lanes

@@ -23,8 +23,10 @@ pub(crate) fn gelu_value<T: Element>(x: T) -> T {
 /// `gelu'(x) = Φ(x) + x·φ(x)`.
 #[inline(always)]
 pub(crate) fn gelu_slope<T: Element>(x: T) -> T {
-    let cdf = T::from_f64(0.5) * (T::one() + (x * T::from_f64(FRAC_1_SQRT_2)).error_function());
-    let pdf = T::from_f64(INV_SQRT_2PI) * (-T::from_f64(0.5) * x * x).fast_exp();
+    // erf(x/√2) and e^(−x²/2) = e^(−(x/√2)²) from one exponential.
+    let (erf, gaussian) = (x * T::from_f64(FRAC_1_SQRT_2)).erf_and_gaussian();
+    let cdf = T::from_f64(0.5) * (T::one() + erf);
+    let pdf = T::from_f64(INV_SQRT_2PI) * gaussian;
     cdf + x * pdf
 }
 

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 mod kernels;
 mod pack;
+mod small;
 
 #[cfg(target_arch = "x86_64")]
 use self::kernels::{Avx2F32, Avx512F32};
@@ -248,7 +249,11 @@ fn multiply<T: GemmElement>(
 ) {
     PRODUCT_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
     let isa = detect_isa();
-    T::blocked_for(isa)(isa, m, n, k, a, b, c, ldc, parallel);
+    if small::fits::<T>(m, n, k, parallel) {
+        small::multiply(m, n, k, a, b, c, ldc);
+    } else {
+        T::blocked_for(isa)(isa, m, n, k, a, b, c, ldc, parallel);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -469,14 +474,30 @@ mod tests {
             assert!(k > KC && (n + widest_panel) * k * size <= RESIDENT_B_BYTES);
         }
         assert!(2100 * 1000 * size > RESIDENT_B_BYTES);
+        // The first five run on one thread: through the small-product path
+        // where it applies (f32 on AVX-512; each width of its padded rows,
+        // n up to 16, 32, 48, 64), else through the blocked one.
         let sizes = [
             (1, 1, 1),
             (7, 33, 5),
+            (50, 50, 64),
+            (10, 64, 10),
+            (127, 16, 128),
             (97, 45, 300),
             (200, 17, 513),
             (MC + 5, 2100, 1000),
         ];
-        for &(m, n, k) in &sizes {
+        let small = sizes
+            .iter()
+            .filter(|&&(m, n, k)| small::fits::<T>(m, n, k, false));
+        let expected = if small::fits::<T>(1, 1, 1, false) {
+            5
+        } else {
+            0
+        };
+        assert_eq!(small.count(), expected);
+        for (index, &(m, n, k)) in sizes.iter().enumerate() {
+            let parallel = index >= 5;
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a: Vec<T> = (0..m * k)
                     .map(|i| T::from_f64(((i * 37 % 101) as f64 - 50.0) / 25.0))
@@ -488,9 +509,9 @@ mod tests {
                 let bv = MatRef::new(&b, if tb { k } else { n }, tb);
                 // Accumulated onto ones, and written over nothing with a bias.
                 let mut c = vec![T::one(); m * n];
-                gemm(m, n, k, av, bv, &mut c, true);
+                gemm(m, n, k, av, bv, &mut c, parallel);
                 let bias: Vec<T> = (0..n).map(|j| T::from_f64(j as f64 - 3.5)).collect();
-                let fresh = gemm_new(m, n, k, av, bv, Some(&bias), true);
+                let fresh = gemm_new(m, n, k, av, bv, Some(&bias), parallel);
                 let want = naive(m, n, k, av, bv);
                 let scale = 4.0 * k as f64;
                 for (at, &y) in want.iter().enumerate() {
@@ -539,14 +560,21 @@ mod tests {
     /// row blocks, on threads) and every element between them is untouched.
     #[test]
     fn a_strided_c_gets_only_its_own_columns() {
-        let (m, n, k, ldc, first) = (2 * MC + 7, 13, 40, 29, 5);
+        // Blocked, on threads; then small, on one.
+        for (m, parallel) in [(2 * MC + 7, true), (13, false)] {
+            strided_c(m, parallel);
+        }
+    }
+
+    fn strided_c(m: usize, parallel: bool) {
+        let (n, k, ldc, first) = (13, 40, 29, 5);
         let a: Vec<f64> = (0..m * k).map(|i| (i % 7) as f64 - 3.0).collect();
         let b: Vec<f64> = (0..k * n).map(|i| (i % 5) as f64 - 2.0).collect();
         let (av, bv) = (MatRef::new(&a, k, false), MatRef::new(&b, n, false));
         let sentinel = |i: usize| -1000.0 - i as f64;
         let mut wide: Vec<f64> = (0..m * ldc).map(sentinel).collect();
         let end = first + (m - 1) * ldc + n;
-        gemm_strided(m, n, k, av, bv, &mut wide[first..end], ldc, true);
+        gemm_strided(m, n, k, av, bv, &mut wide[first..end], ldc, parallel);
         let want = naive(m, n, k, av, bv);
         for (at, &x) in wide.iter().enumerate() {
             let (i, j) = (at / ldc, (at % ldc).wrapping_sub(first));

@@ -38,7 +38,7 @@ pub(super) fn pack_panel<T: Element>(
         unsafe {
             let data = std::slice::from_raw_parts(x.data.as_ptr() as *const f32, x.data.len());
             let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, kc * 8);
-            pack_eight_rows_f32(data, r0 * x.row_stride + k0, x.row_stride, kc, out);
+            pack_eight_rows_f32(data, r0 * x.row_stride + k0, x.row_stride, kc, out, 8);
         }
         return;
     }
@@ -64,15 +64,21 @@ pub(super) fn pack_panel<T: Element>(
 /// of a forward product or an input gradient, for AVX-512's 8-row tile):
 /// eight k steps at a time, one 8×8 transpose in registers, where the
 /// element walk moved one float per load and per store (7 % of a forward
-/// product's time, one thread).
+/// product's time, one thread). Element (i, k0 + p) goes to
+/// `out[p·stride + i]`: a panel when `stride` is 8, eight columns of a
+/// wider row-major block otherwise (the small products' padded B).
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn pack_eight_rows_f32(
+pub(super) unsafe fn pack_eight_rows_f32(
     data: &[f32],
     first: usize,
     row_stride: usize,
     kc: usize,
     out: &mut [f32],
+    stride: usize,
 ) {
     use std::arch::x86_64::*;
     let rows: [&[f32]; 8] = std::array::from_fn(|i| &data[first + i * row_stride..][..kc]);
@@ -107,13 +113,13 @@ unsafe fn pack_eight_rows_f32(
             _mm256_permute2f128_ps::<0x31>(b3, b7),
         ];
         for (j, column) in t.iter().enumerate() {
-            _mm256_storeu_ps(out[(p + j) * 8..][..8].as_mut_ptr(), *column);
+            _mm256_storeu_ps(out[(p + j) * stride..][..8].as_mut_ptr(), *column);
         }
         p += 8;
     }
     for p in p..kc {
         for (i, row) in rows.iter().enumerate() {
-            out[p * 8 + i] = row[p];
+            out[p * stride + i] = row[p];
         }
     }
 }

@@ -1,0 +1,213 @@
+//! Small f32 products on AVX-512, such as attention's per-head ones
+//! (`50×64 · 64×50`, and `10×64 · 64×10` for the focal views), without the
+//! blocked path's panels.
+//!
+//! The blocked multiply pads a `10×10` result to its `8×32` tile grid and
+//! packs both operands into panels, element by element when B is a
+//! transposed operand: attention's thousands of small products per step ran
+//! at 4–55 GFLOP/s there, 11 % of a step's core time for 2 % of its
+//! operations. Here B is copied once into rows of `16·V ≥ n` values (zeros
+//! past n), through 8×8 register transposes when it is `kᵀ`, and each group
+//! of rows of C is summed in zmm registers over all of k, reading A's values
+//! where they lie: no packing of A, at most 15 padding columns.
+//!
+//! Other element types and instruction sets keep the blocked path: the same
+//! loops written for the compiler to vectorise were compiled to scalar code
+//! with their sums on the stack at some widths (5 GFLOP/s).
+
+use std::mem::MaybeUninit;
+
+#[cfg(target_arch = "x86_64")]
+use super::pack::pack_eight_rows_f32;
+use super::{detect_isa, Isa, MatRef, Output};
+use crate::cpu::scratch::{Role, Scratch, ScratchElement};
+
+/// Widest n handled here: four AVX-512 vectors of f32 per row of C.
+const MAX_N: usize = 64;
+
+/// Whether a product goes here: f32 on an AVX-512 CPU, one thread (the
+/// caller parallelises over a batch of them), at most [`MAX_N`] columns, and
+/// operands of a few thousand values, which stay in L1.
+pub(super) fn fits<T: ScratchElement>(m: usize, n: usize, k: usize, parallel: bool) -> bool {
+    cfg!(target_arch = "x86_64")
+        && T::DTYPE == crate::DType::F32
+        && detect_isa() == Isa::Avx512
+        && !parallel
+        && n <= MAX_N
+        && m <= 128
+        && k <= 128
+}
+
+/// `C (+)= A·B` for a product that [`fits`], with C's rows `ldc` apart.
+pub(super) fn multiply<T: ScratchElement>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: Output<T>,
+    ldc: usize,
+) {
+    assert!(
+        fits::<T>(m, n, k, false),
+        "not a small f32 product on AVX-512"
+    );
+    let (c, bias) = match c {
+        Output::Accumulate(c) => (c, None),
+        Output::Overwrite(c, bias) => (c, Some(bias)),
+    };
+    // SAFETY: T is f32 (`fits` checked its dtype), so these casts only
+    // rename the element type of slices of the same length.
+    let (a, b, c, bias) = unsafe {
+        (
+            as_f32(a),
+            as_f32(b),
+            &mut *(c as *mut [MaybeUninit<T>] as *mut [MaybeUninit<f32>]),
+            bias.map(|bias| bias.map(|bias| &*(bias as *const [T] as *const [f32]))),
+        )
+    };
+    let job = Job { m, n, k, a, ldc };
+    #[cfg(target_arch = "x86_64")]
+    match n.div_ceil(16) {
+        // SAFETY: `fits` checked that this CPU has AVX-512.
+        1 => unsafe { with_width::<1>(job, b, c, bias) },
+        2 => unsafe { with_width::<2>(job, b, c, bias) },
+        3 => unsafe { with_width::<3>(job, b, c, bias) },
+        _ => unsafe { with_width::<4>(job, b, c, bias) },
+    }
+}
+
+/// The view of an f32 matrix under its generic name.
+///
+/// # Safety
+/// T must be f32.
+unsafe fn as_f32<T>(x: MatRef<T>) -> MatRef<f32> {
+    MatRef {
+        data: std::slice::from_raw_parts(x.data.as_ptr() as *const f32, x.data.len()),
+        row_stride: x.row_stride,
+        col_stride: x.col_stride,
+    }
+}
+
+/// The sizes and A, which every group of rows reads.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'a, f32>,
+    ldc: usize,
+}
+
+/// [`multiply`] with rows of `V` vectors: B padded, then C by groups of rows.
+/// Groups hold at least eight vector sums, enough independent FMA chains to
+/// hide their latency: eight rows of one vector, else four.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn with_width<const V: usize>(
+    job: Job,
+    b: MatRef<f32>,
+    c: &mut [MaybeUninit<f32>],
+    bias: Option<Option<&[f32]>>,
+) {
+    let Job { m, n, k, .. } = job;
+    let width = 16 * V;
+    let mut padded_b = Scratch::<f32>::take(Role::PackedB, k * width);
+    let mut j0 = 0;
+    if b.col_stride == 1 {
+        for (p, row) in padded_b.chunks_exact_mut(width).enumerate() {
+            row[..n].copy_from_slice(&b.data[p * b.row_stride..][..n]);
+        }
+        j0 = n;
+    } else if b.row_stride == 1 {
+        // Bᵀ's rows (attention's keys in q·kᵀ) become B's columns, eight at
+        // a time through a register transpose.
+        while j0 + 8 <= n {
+            let first = j0 * b.col_stride;
+            pack_eight_rows_f32(b.data, first, b.col_stride, k, &mut padded_b[j0..], width);
+            j0 += 8;
+        }
+    }
+    for (p, row) in padded_b.chunks_exact_mut(width).enumerate() {
+        for (j, slot) in row[..n].iter_mut().enumerate().skip(j0) {
+            *slot = b.at(p, j);
+        }
+        row[n..].fill(0.0);
+    }
+    let group = if V == 1 { 8 } else { 4 };
+    let mut i0 = 0;
+    while i0 < m {
+        let rows = group.min(m - i0);
+        let sums = &mut [0.0f32; 8 * 64][..rows * width];
+        match rows {
+            8 => row_sums::<V, 8>(job, i0, &padded_b, sums),
+            7 => row_sums::<V, 7>(job, i0, &padded_b, sums),
+            6 => row_sums::<V, 6>(job, i0, &padded_b, sums),
+            5 => row_sums::<V, 5>(job, i0, &padded_b, sums),
+            4 => row_sums::<V, 4>(job, i0, &padded_b, sums),
+            3 => row_sums::<V, 3>(job, i0, &padded_b, sums),
+            2 => row_sums::<V, 2>(job, i0, &padded_b, sums),
+            _ => row_sums::<V, 1>(job, i0, &padded_b, sums),
+        }
+        for (r, sum) in sums.chunks_exact(width).enumerate() {
+            let c_row = &mut c[(i0 + r) * job.ldc..][..n];
+            match bias {
+                None => {
+                    for (c, &s) in c_row.iter_mut().zip(sum) {
+                        // SAFETY: `Accumulate` lends an initialised C.
+                        *c.assume_init_mut() += s;
+                    }
+                }
+                Some(Some(bias)) => {
+                    for ((c, &s), &b) in c_row.iter_mut().zip(sum).zip(bias) {
+                        c.write(s + b);
+                    }
+                }
+                Some(None) => {
+                    for (c, &s) in c_row.iter_mut().zip(sum) {
+                        c.write(s);
+                    }
+                }
+            }
+        }
+        i0 += rows;
+    }
+}
+
+/// Rows `i0..i0+R` of A·B, summed over all of k in order in `R·V` zmm
+/// registers, stored row after row (`16·V` values each) into `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_sums<const V: usize, const R: usize>(
+    job: Job,
+    i0: usize,
+    padded_b: &[f32],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let Job { k, a, .. } = job;
+    let width = 16 * V;
+    let last = (i0 + R - 1) * a.row_stride + (k - 1) * a.col_stride;
+    assert!(last < a.data.len() && padded_b.len() >= k * width && out.len() >= R * width);
+    let (a_ptr, b_ptr) = (a.data.as_ptr().add(i0 * a.row_stride), padded_b.as_ptr());
+    let mut sums = [[_mm512_setzero_ps(); V]; R];
+    for p in 0..k {
+        // Inside the bounds asserted above: p < k, v < V, r < R.
+        let mut b_row = [_mm512_setzero_ps(); V];
+        for (v, b) in b_row.iter_mut().enumerate() {
+            *b = _mm512_loadu_ps(b_ptr.add(p * width + 16 * v));
+        }
+        let a_col = a_ptr.add(p * a.col_stride);
+        for (r, row) in sums.iter_mut().enumerate() {
+            let a_value = _mm512_set1_ps(*a_col.add(r * a.row_stride));
+            for (sum, &b) in row.iter_mut().zip(&b_row) {
+                *sum = _mm512_fmadd_ps(a_value, b, *sum);
+            }
+        }
+    }
+    for (r, row) in sums.iter().enumerate() {
+        for (v, &sum) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(r * width + 16 * v), sum);
+        }
+    }
+}
