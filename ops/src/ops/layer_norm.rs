@@ -21,6 +21,39 @@ fn row_stats<T: Element>(row: &[T], eps: f64) -> (T, T) {
     (mean, (var + T::from_f64(eps)).sqrt().recip())
 }
 
+/// `(Σ h, Σ h·x̂)` over a row, `h = g·γ`, in eight interleaved partial sums
+/// as [`lane_sum`] does: two running sums were two chains of dependent adds
+/// that cannot vectorise, and made this loop most of the backward pass.
+#[inline(always)]
+fn sums_of_h_and_h_xhat<T: Element>(g: &[T], w: &[T], x: &[T], mean: T, rstd: T) -> (T, T) {
+    let (mut h_lanes, mut hx_lanes) = ([T::zero(); 8], [T::zero(); 8]);
+    let mut add = |lane: usize, g: T, w: T, x: T| {
+        let h = g * w;
+        h_lanes[lane] += h;
+        hx_lanes[lane] += h * (x - mean) * rstd;
+    };
+    let whole = g.len() / 8 * 8;
+    for ((g, w), x) in g
+        .chunks_exact(8)
+        .zip(w.chunks_exact(8))
+        .zip(x.chunks_exact(8))
+    {
+        for lane in 0..8 {
+            add(lane, g[lane], w[lane], x[lane]);
+        }
+    }
+    for (lane, ((&g, &w), &x)) in g[whole..]
+        .iter()
+        .zip(&w[whole..])
+        .zip(&x[whole..])
+        .enumerate()
+    {
+        add(lane, g, w, x);
+    }
+    let combine = |[a, b, c, d, e, f, g, h]: [T; 8]| ((a + e) + (b + f)) + ((c + g) + (d + h));
+    (combine(h_lanes), combine(hx_lanes))
+}
+
 struct Saved {
     x: Tensor,
     weight: Tensor,
@@ -35,12 +68,7 @@ fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Te
     crate::cpu::for_each_row(&mut dx, d, |r, out| {
         let (xr, gr) = (&x[r * d..(r + 1) * d], &gv[r * d..(r + 1) * d]);
         let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
-        let (mut sum_h, mut sum_hx) = (T::zero(), T::zero());
-        for j in 0..d {
-            let h = gr[j] * w[j];
-            sum_h += h;
-            sum_hx += h * (xr[j] - mean) * rstd;
-        }
+        let (sum_h, sum_hx) = sums_of_h_and_h_xhat(gr, w, xr, mean, rstd);
         let inv_d = T::from_f64(1.0 / d as f64);
         let (mean_h, mean_hx) = (sum_h * inv_d, sum_hx * inv_d);
         for j in 0..d {

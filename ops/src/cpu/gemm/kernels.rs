@@ -13,6 +13,40 @@ pub(super) trait MicroKernel<T>: Send + Sync {
     /// # Safety
     /// The CPU must support the instruction set the kernel was written for.
     unsafe fn tile(a_panel: &[T], b_panel: &[T], tile: &mut [T]);
+
+    /// A whole `MR×NR` tile straight into C, whose rows start `ldc` apart
+    /// at `c`: added to it, or written over it plus the bias (`first_write`,
+    /// as in `RowBlock`). Without registers to spare, through [`Self::tile`].
+    ///
+    /// # Safety
+    /// As [`Self::tile`]; and `c` must point at `MR` rows of `NR` elements,
+    /// initialised unless this is the first write.
+    #[inline(always)]
+    unsafe fn tile_into_c(
+        a_panel: &[T],
+        b_panel: &[T],
+        c: *mut T,
+        ldc: usize,
+        first_write: Option<Option<&[T]>>,
+    ) where
+        T: Element,
+    {
+        let mut tile = [T::zero(); 8 * 32];
+        let tile = &mut tile[..Self::MR * Self::NR];
+        Self::tile(a_panel, b_panel, tile);
+        for (i, row) in tile.chunks_exact(Self::NR).enumerate() {
+            // Through pointers: on a first write, C is not initialised yet.
+            let c_row = c.add(i * ldc);
+            for (j, &t) in row.iter().enumerate() {
+                let value = match first_write {
+                    Some(Some(bias)) => t + bias[j],
+                    Some(None) => t,
+                    None => *c_row.add(j) + t,
+                };
+                c_row.add(j).write(value);
+            }
+        }
+    }
 }
 
 /// Plain Rust over fixed-size arrays; the compiler vectorises it for whatever
@@ -52,8 +86,60 @@ impl MicroKernel<f32> for Avx512F32 {
     #[target_feature(enable = "avx512f")]
     unsafe fn tile(a_panel: &[f32], b_panel: &[f32], tile: &mut [f32]) {
         use std::arch::x86_64::*;
+        debug_assert!(tile.len() >= 8 * 32);
+        let acc = Self::sums(a_panel, b_panel);
+        let out = tile.as_mut_ptr();
+        for (i, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.add(i * 32), row[0]);
+            _mm512_storeu_ps(out.add(i * 32 + 16), row[1]);
+        }
+    }
+
+    /// The sums go from registers to C: the way through a tile on the stack
+    /// cost a store, a load and a store-to-load wait per vector.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_into_c(
+        a_panel: &[f32],
+        b_panel: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        first_write: Option<Option<&[f32]>>,
+    ) {
+        use std::arch::x86_64::*;
+        let acc = Self::sums(a_panel, b_panel);
+        for (i, row) in acc.iter().enumerate() {
+            let c_row = c.add(i * ldc);
+            let (lo, hi) = match first_write {
+                Some(Some(bias)) => {
+                    debug_assert!(bias.len() >= 32);
+                    let b = bias.as_ptr();
+                    (
+                        _mm512_add_ps(row[0], _mm512_loadu_ps(b)),
+                        _mm512_add_ps(row[1], _mm512_loadu_ps(b.add(16))),
+                    )
+                }
+                Some(None) => (row[0], row[1]),
+                None => (
+                    _mm512_add_ps(_mm512_loadu_ps(c_row), row[0]),
+                    _mm512_add_ps(_mm512_loadu_ps(c_row.add(16)), row[1]),
+                ),
+            };
+            _mm512_storeu_ps(c_row, lo);
+            _mm512_storeu_ps(c_row.add(16), hi);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx512F32 {
+    /// The tile's sums, in registers once inlined.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sums(a_panel: &[f32], b_panel: &[f32]) -> [[std::arch::x86_64::__m512; 2]; 8] {
+        use std::arch::x86_64::*;
         let kc = a_panel.len() / 8;
-        debug_assert!(b_panel.len() >= kc * 32 && tile.len() >= 8 * 32);
+        debug_assert!(b_panel.len() >= kc * 32);
         let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
         let mut acc = [[_mm512_setzero_ps(); 2]; 8];
         for p in 0..kc {
@@ -65,11 +151,7 @@ impl MicroKernel<f32> for Avx512F32 {
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
         }
-        let out = tile.as_mut_ptr();
-        for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(out.add(i * 32), row[0]);
-            _mm512_storeu_ps(out.add(i * 32 + 16), row[1]);
-        }
+        acc
     }
 }
 

@@ -418,6 +418,16 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
             for ii in 0..rows {
                 prefetch_for_write(&c_rows[(ip * mr + ii) * ldc + j0..][..cols]);
             }
+            if rows == mr && cols == nr {
+                let last = (ip * mr + mr - 1) * ldc + j0 + nr;
+                let c = c_rows[..last].as_mut_ptr().add((ip * mr) * ldc + j0) as *mut T;
+                let first_write = first_write.map(|bias| bias.map(|bias| &bias[j0..]));
+                // SAFETY: the tile's MR rows of NR lie inside `c_rows` (it
+                // holds `last` elements); C is initialised unless this is
+                // the first write, which writes every element.
+                K::tile_into_c(a_panel, b_panel, c, ldc, first_write);
+                continue;
+            }
             K::tile(a_panel, b_panel, tile);
             for (ii, tile_row) in tile.chunks_exact(nr).enumerate().take(rows) {
                 let c_row = &mut c_rows[(ip * mr + ii) * ldc + j0..][..cols];

@@ -162,11 +162,29 @@ pub(super) fn pack_transposed_block<T: Element>(
 #[inline(always)]
 fn fill_group<T: Element>(group: &mut [T], values: &[T]) {
     if values.len() == group.len() {
-        group.copy_from_slice(values);
+        // A copy of a constant length is a few vector moves; of a length
+        // known only at run time, a call to memmove per k step (3 % of a
+        // training step, most of it packing the weight gradients' B).
+        match group.len() {
+            32 => copy_fixed::<T, 32>(group, values),
+            16 => copy_fixed::<T, 16>(group, values),
+            8 => copy_fixed::<T, 8>(group, values),
+            _ => group.copy_from_slice(values),
+        }
     } else {
         group[..values.len()].copy_from_slice(values);
         group[values.len()..].fill(T::zero());
     }
+}
+
+/// `to = from`, both `W` long.
+#[inline(always)]
+fn copy_fixed<T: Copy, const W: usize>(to: &mut [T], from: &[T]) {
+    let (to, from): (&mut [T; W], &[T; W]) = (
+        to.try_into().expect("W elements"),
+        from.try_into().expect("W elements"),
+    );
+    *to = *from;
 }
 
 /// Asks the cache for the lines of `row` ahead of the micro-kernel, so that
