@@ -7,7 +7,10 @@
 //! that copy is taken when the CPU has them: the loop body (a closure, inlined
 //! into the wrapper) is then vectorised 8 lanes wide.
 //!
-//! The arithmetic is the same in both copies: Rust never fuses `a * b + c`
+//! GELU, most of a ViT's element-wise time, also gets an AVX-512 copy, through
+//! [`widest_simd!`] rather than [`vectorised`] (the macro's note says why).
+//!
+//! The arithmetic is the same in every copy: Rust never fuses `a * b + c`
 //! into an FMA on its own, so results do not depend on the machine.
 
 use std::sync::OnceLock;
