@@ -100,6 +100,11 @@ fn rowwise(c: &mut Criterion) {
     let h = tensor(&[6400, 768]);
     group.throughput(Throughput::Bytes((h.numel() * 8) as u64));
     group.bench_function("gelu/6400x768", |b| b.iter(|| black_box(h.gelu().unwrap())));
+    // The ViT's GELU: fc1's bias and the activation in one pass.
+    let fc1_bias = tensor(&[768]);
+    group.bench_function("bias_gelu/6400x768", |b| {
+        b.iter(|| black_box(h.bias_gelu(&fc1_bias).unwrap()))
+    });
     group.finish();
 }
 
