@@ -110,6 +110,14 @@ focal_views = 2
             .collect()
     }
 
+    /// The largest `|a − b| / |a|` over two runs' losses, step by step.
+    fn worst_relative_gap(a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs() / a.abs())
+            .fold(0.0, f64::max)
+    }
+
     fn checkpoint(dir: &Path) -> BTreeMap<String, Tensor> {
         msn::checkpoint::read_config(&dir.join(msn::checkpoint::CHECKPOINT))
             .unwrap()
@@ -212,11 +220,7 @@ focal_views = 2
         // parameters to about 1e-4 of how far they moved after the first step
         // (see `parameter_gap`). The bounds, 1e-5 and 1e-3, leave ten times
         // that; a local me-max misses them by 400 and 270 times.
-        let loss_gap = one_losses
-            .iter()
-            .zip(&two_losses)
-            .map(|(a, b)| (a - b).abs() / a.abs())
-            .fold(0.0, f64::max);
+        let loss_gap = worst_relative_gap(&one_losses, &two_losses);
         eprintln!("two ranks against one process: losses within {loss_gap:e}");
         for (step, (a, b)) in one_losses.iter().zip(&two_losses).enumerate() {
             assert!(
@@ -237,11 +241,7 @@ focal_views = 2
         let args = pretrain(&config, &local, &[]);
         succeeded(&mpirun(2, &args, &[("MSN_TEST_LOCAL_MEMAX", "1")]));
         let local_losses = losses(&local);
-        let worst = one_losses
-            .iter()
-            .zip(&local_losses)
-            .map(|(a, b)| (a - b).abs() / a.abs())
-            .fold(0.0, f64::max);
+        let worst = worst_relative_gap(&one_losses, &local_losses);
         eprintln!("local me-max against one process: losses {worst:e}");
         assert!(
             worst > 1e-3,

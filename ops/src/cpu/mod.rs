@@ -8,8 +8,8 @@ mod scratch;
 mod simd;
 
 pub use peak::fma_peak_gflops;
+pub use simd::{combine_lanes, isa_name, lane_sum, vectorised};
 pub(crate) use simd::{detect_isa as simd_isa, widest_simd, Isa as SimdIsa};
-pub use simd::{isa_name, lane_sum, vectorised};
 
 use rayon::prelude::*;
 

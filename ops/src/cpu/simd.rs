@@ -133,7 +133,12 @@ pub fn lane_sum<T: Element>(xs: &[T], f: impl Fn(T) -> T) -> T {
     for (lane, &x) in lanes.iter_mut().zip(tail) {
         *lane += f(x);
     }
-    let [a, b, c, d, e, g, h, i] = lanes;
+    combine_lanes(lanes)
+}
+
+/// Eight partial sums combined pairwise, in [`lane_sum`]'s fixed order.
+#[inline(always)]
+pub fn combine_lanes<T: Element>([a, b, c, d, e, g, h, i]: [T; 8]) -> T {
     ((a + e) + (b + g)) + ((c + h) + (d + i))
 }
 

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::lane_sum;
+use crate::cpu::{combine_lanes, lane_sum};
 use crate::error::shape_err;
 use crate::{with_dtype, Element, Error, Result, Tensor};
 
@@ -50,8 +50,7 @@ fn sums_of_h_and_h_xhat<T: Element>(g: &[T], w: &[T], x: &[T], mean: T, rstd: T)
     {
         add(lane, g, w, x);
     }
-    let combine = |[a, b, c, d, e, f, g, h]: [T; 8]| ((a + e) + (b + f)) + ((c + g) + (d + h));
-    (combine(h_lanes), combine(hx_lanes))
+    (combine_lanes(h_lanes), combine_lanes(hx_lanes))
 }
 
 struct Saved {

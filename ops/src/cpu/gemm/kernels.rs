@@ -31,7 +31,7 @@ pub(super) trait MicroKernel<T>: Send + Sync {
     ) where
         T: Element,
     {
-        let mut tile = [T::zero(); 8 * 32];
+        let mut tile = [T::zero(); super::MAX_TILE];
         let tile = &mut tile[..Self::MR * Self::NR];
         Self::tile(a_panel, b_panel, tile);
         for (i, row) in tile.chunks_exact(Self::NR).enumerate() {

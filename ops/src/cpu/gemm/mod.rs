@@ -86,6 +86,18 @@ impl<'a, T: Copy> MatRef<'a, T> {
         }
     }
 
+    /// The same view with f32 elements.
+    ///
+    /// # Safety
+    /// T must be f32.
+    unsafe fn as_f32(self) -> MatRef<'a, f32> {
+        MatRef {
+            data: std::slice::from_raw_parts(self.data.as_ptr() as *const f32, self.data.len()),
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> T {
         self.data[i * self.row_stride + j * self.col_stride]
@@ -119,6 +131,17 @@ pub enum Output<'c, T> {
     /// that may hold anything: the first k block writes every element, and
     /// later ones add to what it wrote.
     Overwrite(&'c mut [MaybeUninit<T>], Option<&'c [T]>),
+}
+
+impl<'c, T> Output<'c, T> {
+    /// C, and how the product goes into it: `None` to add to it, or
+    /// `Some(bias)` to write over it (A·B plus the bias, if any).
+    fn into_parts(self) -> (&'c mut [MaybeUninit<T>], Option<Option<&'c [T]>>) {
+        match self {
+            Output::Accumulate(c) => (c, None),
+            Output::Overwrite(c, bias) => (c, Some(bias)),
+        }
+    }
 }
 
 /// Element types the multiply is tuned for; picks the micro-kernel per ISA.
@@ -268,10 +291,7 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     ldc: usize,
     parallel: bool,
 ) {
-    let (c, bias, overwrite) = match c {
-        Output::Accumulate(c) => (c, None, false),
-        Output::Overwrite(c, bias) => (c, bias, true),
-    };
+    let (c, overwrite) = c.into_parts();
     let nr = K::NR;
     let n_panels = n.div_ceil(nr);
     let run = |ib: usize, c_rows: &mut [MaybeUninit<T>], k0: usize, kc: usize, packed_b: &[T]| {
@@ -287,7 +307,7 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
             ldc,
             packed_b,
             c_rows,
-            first_write: (overwrite && k0 == 0).then_some(bias),
+            first_write: if k0 == 0 { overwrite } else { None },
         };
         match isa {
             // SAFETY: the ISA was detected at run time.

@@ -36,9 +36,15 @@ pub(super) fn pack_panel<T: Element>(
         // element type; AVX2 is there (the ISA is not portable); the eight
         // rows hold columns k0..k0+kc (`at` would read the same elements).
         unsafe {
-            let data = std::slice::from_raw_parts(x.data.as_ptr() as *const f32, x.data.len());
             let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, kc * 8);
-            pack_eight_rows_f32(data, r0 * x.row_stride + k0, x.row_stride, kc, out, 8);
+            pack_eight_rows_f32(
+                x.as_f32().data,
+                r0 * x.row_stride + k0,
+                x.row_stride,
+                kc,
+                out,
+                8,
+            );
         }
         return;
     }

@@ -52,16 +52,13 @@ pub(super) fn multiply<T: ScratchElement>(
         fits::<T>(m, n, k, false),
         "not a small f32 product on AVX-512"
     );
-    let (c, bias) = match c {
-        Output::Accumulate(c) => (c, None),
-        Output::Overwrite(c, bias) => (c, Some(bias)),
-    };
+    let (c, bias) = c.into_parts();
     // SAFETY: T is f32 (`fits` checked its dtype), so these casts only
     // rename the element type of slices of the same length.
     let (a, b, c, bias) = unsafe {
         (
-            as_f32(a),
-            as_f32(b),
+            a.as_f32(),
+            b.as_f32(),
             &mut *(c as *mut [MaybeUninit<T>] as *mut [MaybeUninit<f32>]),
             bias.map(|bias| bias.map(|bias| &*(bias as *const [T] as *const [f32]))),
         )
@@ -74,18 +71,6 @@ pub(super) fn multiply<T: ScratchElement>(
         2 => unsafe { with_width::<2>(job, b, c, bias) },
         3 => unsafe { with_width::<3>(job, b, c, bias) },
         _ => unsafe { with_width::<4>(job, b, c, bias) },
-    }
-}
-
-/// The view of an f32 matrix under its generic name.
-///
-/// # Safety
-/// T must be f32.
-unsafe fn as_f32<T>(x: MatRef<T>) -> MatRef<f32> {
-    MatRef {
-        data: std::slice::from_raw_parts(x.data.as_ptr() as *const f32, x.data.len()),
-        row_stride: x.row_stride,
-        col_stride: x.col_stride,
     }
 }
 
@@ -135,10 +120,12 @@ unsafe fn with_width<const V: usize>(
         row[n..].fill(0.0);
     }
     let group = if V == 1 { 8 } else { 4 };
+    // Each group's sums, written whole by `row_sums` before they are read.
+    let mut sum_rows = [0.0f32; 8 * 64];
     let mut i0 = 0;
     while i0 < m {
         let rows = group.min(m - i0);
-        let sums = &mut [0.0f32; 8 * 64][..rows * width];
+        let sums = &mut sum_rows[..rows * width];
         match rows {
             8 => row_sums::<V, 8>(job, i0, &padded_b, sums),
             7 => row_sums::<V, 7>(job, i0, &padded_b, sums),
