@@ -127,8 +127,8 @@ fn forward<T: GemmElement>(
     scale: f64,
 ) -> (Vec<T>, Vec<T>) {
     let Dims { n, m, e, .. } = dims;
-    let mut out = vec![T::zero(); batch * n * e];
-    let mut probs = vec![T::zero(); batch * n * m];
+    let mut out = crate::cpu::zeroed::<T>(batch * n * e);
+    let mut probs = crate::cpu::zeroed::<T>(batch * n * m);
     let scale = T::from_f64(scale);
     out.par_chunks_mut(n * e)
         .zip(probs.par_chunks_mut(n * m))
@@ -177,9 +177,9 @@ fn backward<T: GemmElement>(
         s.probs.data::<T>()?,
         g.data::<T>()?,
     );
-    let mut dq = vec![T::zero(); batch * n * d];
-    let mut dk = vec![T::zero(); batch * m * d];
-    let mut dv = vec![T::zero(); batch * m * e];
+    let mut dq = crate::cpu::zeroed::<T>(batch * n * d);
+    let mut dk = crate::cpu::zeroed::<T>(batch * m * d);
+    let mut dv = crate::cpu::zeroed::<T>(batch * m * e);
     let scale = T::from_f64(scale);
     dq.par_chunks_mut(n * d)
         .zip(dk.par_chunks_mut(m * d))

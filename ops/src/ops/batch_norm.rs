@@ -79,7 +79,7 @@ fn backward<T: Element>(s: &Saved, g: &Tensor, n: usize, c: usize) -> Result<Vec
     }
     // Σ h = γ·dβ and Σ h·x̂ = γ·dγ, so the column sums above serve dx too.
     let inv_n = T::from_f64(1.0 / n as f64);
-    let mut dx = vec![T::zero(); x.len()];
+    let mut dx = crate::cpu::zeroed::<T>(x.len());
     crate::cpu::for_each_row(&mut dx, c, |r, row| {
         for j in 0..c {
             let xhat = (x[r * c + j] - mean[j]) * rstd[j];
@@ -134,7 +134,7 @@ impl Tensor {
         }
         let (out, mean, var) = with_dtype!(self.dtype(), T => {
             let (x, w, b) = (self.data::<T>()?, weight.data::<T>()?, bias.data::<T>()?);
-            let mut mean = vec![T::zero(); c];
+            let mut mean = crate::cpu::zeroed::<T>(c);
             for row in x.chunks_exact(c) {
                 for (m, &v) in mean.iter_mut().zip(row) {
                     *m += v;
@@ -142,7 +142,7 @@ impl Tensor {
             }
             let inv_n = T::from_f64(1.0 / n as f64);
             mean.iter_mut().for_each(|m| *m *= inv_n);
-            let mut var = vec![T::zero(); c];
+            let mut var = crate::cpu::zeroed::<T>(c);
             for row in x.chunks_exact(c) {
                 for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
                     *s += (v - m) * (v - m);
@@ -150,7 +150,7 @@ impl Tensor {
             }
             var.iter_mut().for_each(|s| *s *= inv_n);
             let rstd: Vec<T> = var.iter().map(|&v| (v + T::from_f64(eps)).sqrt().recip()).collect();
-            let mut out = vec![T::zero(); x.len()];
+            let mut out = crate::cpu::zeroed::<T>(x.len());
             crate::cpu::for_each_row(&mut out, c, |r, row| {
                 for j in 0..c {
                     row[j] = (x[r * c + j] - mean[j]) * rstd[j] * w[j] + b[j];

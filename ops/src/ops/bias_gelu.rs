@@ -36,7 +36,7 @@ widest_simd!(fn backward_row_simd<T>(out: &mut [T], g: &[T], x: &[T], b: &[T]) =
 /// `gelu(x + b)` over rows of `n = b.len()`.
 fn forward<T: Element>(x: &[T], b: &[T]) -> Vec<T> {
     let n = b.len();
-    let mut out = vec![T::zero(); x.len()];
+    let mut out = crate::cpu::zeroed::<T>(x.len());
     for_each_row(&mut out, n, |r, row| {
         forward_row_simd(row, &x[r * n..(r + 1) * n], b)
     });
@@ -46,7 +46,7 @@ fn forward<T: Element>(x: &[T], b: &[T]) -> Vec<T> {
 /// `g·gelu'(x + b)` over rows of `n = b.len()`.
 fn backward<T: Element>(g: &[T], x: &[T], b: &[T]) -> Vec<T> {
     let n = b.len();
-    let mut out = vec![T::zero(); x.len()];
+    let mut out = crate::cpu::zeroed::<T>(x.len());
     for_each_row(&mut out, n, |r, row| {
         let rows = r * n..(r + 1) * n;
         backward_row_simd(row, &g[rows.clone()], &x[rows], b)

@@ -55,7 +55,7 @@ fn apply<T: Element>(
     (o1, o2): (usize, usize),
 ) -> Vec<T> {
     let slices = x.len() / (i1 * i2);
-    let mut out = vec![T::zero(); slices * o1 * o2];
+    let mut out = crate::cpu::zeroed::<T>(slices * o1 * o2);
     let mut tmp = vec![0.0f64; i1 * o2];
     for s in 0..slices {
         let xs = &x[s * i1 * i2..(s + 1) * i1 * i2];

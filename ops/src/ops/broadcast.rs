@@ -68,7 +68,7 @@ pub(crate) fn broadcast_binary<T: Element>(
     let rank = out_shape.len();
     let (la, lb) = (sa[rank - 1], sb[rank - 1]);
     let row_len = out_shape[rank - 1];
-    let mut out = vec![T::zero(); numel(&out_shape)];
+    let mut out = crate::cpu::zeroed::<T>(numel(&out_shape));
     let mut starts = Vec::with_capacity(numel(&out_shape[..rank - 1]));
     for_each_broadcast_row(&out_shape, &sa, &sb, |_, oa, ob| starts.push((oa, ob)));
     crate::cpu::for_each_row(&mut out, row_len, |r, row| {
@@ -92,7 +92,7 @@ pub fn sum_to_shape(t: &Tensor, shape: &[usize]) -> Result<Option<Tensor>> {
     let out = with_dtype!(t.dtype(), T => {
         let src = t.data::<T>()?;
         let target_strides = broadcast_strides(shape, t.shape());
-        let mut out = vec![T::zero(); numel(shape)];
+        let mut out = crate::cpu::zeroed::<T>(numel(shape));
         let rank = t.rank();
         let row_len = t.shape().last().copied().unwrap_or(1);
         let inner = if rank == 0 { 0 } else { target_strides[rank - 1] };
@@ -147,7 +147,7 @@ impl Tensor {
                 let strides = broadcast_strides(self.shape(), shape);
                 let rank = shape.len();
                 let (row_len, step) = (shape[rank - 1], strides[rank - 1]);
-                let mut out = vec![T::zero(); numel(shape)];
+                let mut out = crate::cpu::zeroed::<T>(numel(shape));
                 let mut starts = Vec::new();
                 for_each_broadcast_row(shape, &strides, &strides, |_, o, _| starts.push(o));
                 crate::cpu::for_each_row(&mut out, row_len, |r, row| {

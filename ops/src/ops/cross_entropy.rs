@@ -47,7 +47,7 @@ impl Tensor {
             let (dz, dq) = with_dtype!(log_probs.dtype(), T => {
                 let (lp, qv) = (log_probs.data::<T>()?, q.data::<T>()?);
                 let s = T::from_f64(scale);
-                let mut dz = vec![T::zero(); lp.len()];
+                let mut dz = crate::cpu::zeroed::<T>(lp.len());
                 crate::cpu::for_each_row(&mut dz, k, |r, row| {
                     let (lr, qr) = (&lp[r * k..(r + 1) * k], &qv[r * k..(r + 1) * k]);
                     let mass: T = qr.iter().copied().sum();

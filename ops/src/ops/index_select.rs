@@ -49,7 +49,7 @@ impl Tensor {
         crate::grad::record("index_select", &[self], out, move |g| {
             let dx = with_dtype!(g.dtype(), T => {
                 let gv = g.data::<T>()?;
-                let mut dx = vec![T::zero(); outer * n * inner];
+                let mut dx = crate::cpu::zeroed::<T>(outer * n * inner);
                 for o in 0..outer {
                     for (j, &i) in indices.iter().enumerate() {
                         let src = &gv[(o * m + j) * inner..(o * m + j + 1) * inner];

@@ -26,7 +26,7 @@ impl Tensor {
         let (out, norms) = with_dtype!(self.dtype(), T => {
             let x = self.data::<T>()?;
             let norms: Vec<f64> = (0..rows).map(|r| x[r * d..(r + 1) * d].iter().map(|&v| v * v).sum::<T>().sqrt().to_f64()).collect();
-            let mut out = vec![T::zero(); x.len()];
+            let mut out = crate::cpu::zeroed::<T>(x.len());
             crate::cpu::for_each_row(&mut out, d, |r, row| {
                 let inv = T::from_f64(norms[r].max(eps)).recip();
                 for (o, &v) in row.iter_mut().zip(&x[r * d..(r + 1) * d]) {
@@ -39,7 +39,7 @@ impl Tensor {
         crate::grad::record("l2_normalize", &[self], out, move |g| {
             let dx = with_dtype!(g.dtype(), T => {
                 let (gv, yv) = (g.data::<T>()?, y.data::<T>()?);
-                let mut dx = vec![T::zero(); gv.len()];
+                let mut dx = crate::cpu::zeroed::<T>(gv.len());
                 crate::cpu::for_each_row(&mut dx, d, |r, row| {
                     let (gr, yr) = (&gv[r * d..(r + 1) * d], &yv[r * d..(r + 1) * d]);
                     if norms[r] > eps {

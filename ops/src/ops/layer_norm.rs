@@ -63,7 +63,7 @@ struct Saved {
 fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Tensor>>> {
     let (x, gv, w) = (s.x.data::<T>()?, g.data::<T>()?, s.weight.data::<T>()?);
     let rows = x.len() / d;
-    let mut dx = vec![T::zero(); x.len()];
+    let mut dx = crate::cpu::zeroed::<T>(x.len());
     crate::cpu::for_each_row(&mut dx, d, |r, out| {
         let (xr, gr) = (&x[r * d..(r + 1) * d], &gv[r * d..(r + 1) * d]);
         let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
@@ -145,7 +145,7 @@ impl Tensor {
         let rows = self.numel() / d.max(1);
         let (out, mean, rstd) = with_dtype!(self.dtype(), T => {
             let (x, w, b) = (self.data::<T>()?, weight.data::<T>()?, bias.data::<T>()?);
-            let mut out = vec![T::zero(); x.len()];
+            let mut out = crate::cpu::zeroed::<T>(x.len());
             let mut stats = vec![(0.0, 0.0); rows];
             let compute = |r: usize, row: &mut [T]| -> (f64, f64) {
                 let xr = &x[r * d..(r + 1) * d];

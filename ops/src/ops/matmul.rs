@@ -32,7 +32,7 @@ fn matmul_kernel<T: GemmElement>(
         let (a, b) = (MatRef::new(a, a_cols, ta), MatRef::new(b, b_cols, tb));
         return gemm_new(m, n, k, a, b, None, true);
     }
-    let mut c = vec![T::zero(); batch * m * n];
+    let mut c = crate::cpu::zeroed::<T>(batch * m * n);
     let one = |(i, c_i): (usize, &mut [T]), parallel: bool| {
         let a_i = MatRef::new(&a[i * m * k..(i + 1) * m * k], a_cols, ta);
         let b_i = MatRef::new(&b[i * k * n..(i + 1) * k * n], b_cols, tb);

@@ -19,7 +19,7 @@ fn narrow_kernel<T: Element>(
     scatter: bool,
 ) -> Vec<T> {
     let (big, small) = (n * inner, len * inner);
-    let mut out = vec![T::zero(); outer * if scatter { big } else { small }];
+    let mut out = crate::cpu::zeroed::<T>(outer * if scatter { big } else { small });
     for o in 0..outer {
         let (b, s) = (o * big + start * inner, o * small);
         if scatter {

@@ -13,7 +13,7 @@ fn permute_kernel<T: Element>(x: &[T], shape: &[usize], perm: &[usize]) -> Vec<T
     let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
     let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
     let rank = out_shape.len();
-    let mut out = vec![T::zero(); x.len()];
+    let mut out = crate::cpu::zeroed::<T>(x.len());
     if rank == 0 {
         out.copy_from_slice(x);
         return out;

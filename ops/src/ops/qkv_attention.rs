@@ -83,8 +83,8 @@ impl Packing {
 
 fn forward<T: GemmElement>(qkv: &[T], p: Packing, scale: f64) -> (Vec<T>, Vec<T>) {
     let (t, h, model) = (p.tokens, p.heads, p.model());
-    let mut out = vec![T::zero(); p.images * t * model];
-    let mut probs = vec![T::zero(); p.images * h * t * t];
+    let mut out = crate::cpu::zeroed::<T>(p.images * t * model);
+    let mut probs = crate::cpu::zeroed::<T>(p.images * h * t * t);
     let scale = T::from_f64(scale);
     out.par_chunks_mut(t * model)
         .zip(probs.par_chunks_mut(h * t * t))
@@ -123,7 +123,7 @@ fn backward<T: GemmElement>(
 ) -> Result<Vec<Option<Tensor>>> {
     let (t, h, model) = (p.tokens, p.heads, p.model());
     let (x, probs, go) = (qkv.data::<T>()?, probs.data::<T>()?, g.data::<T>()?);
-    let mut dqkv = vec![T::zero(); x.len()];
+    let mut dqkv = crate::cpu::zeroed::<T>(x.len());
     let scale = T::from_f64(scale);
     dqkv.par_chunks_mut(3 * t * model)
         .zip(x.par_chunks(3 * t * model))

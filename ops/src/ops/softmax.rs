@@ -47,7 +47,7 @@ fn forward(t: &Tensor, n: usize, log: bool) -> Result<Tensor> {
     }
     with_dtype!(t.dtype(), T => {
         let x = t.data::<T>()?;
-        let mut out = vec![T::zero(); x.len()];
+        let mut out = crate::cpu::zeroed::<T>(x.len());
         crate::cpu::for_each_row(&mut out, n, |r, row| softmax_row(&x[r * n..(r + 1) * n], row, log));
         Tensor::from_vec(out, t.shape())
     })
@@ -64,7 +64,7 @@ impl Tensor {
             }
             let dx = with_dtype!(g.dtype(), T => {
                 let (gv, yv) = (g.data::<T>()?, y.data::<T>()?);
-                let mut dx = vec![T::zero(); gv.len()];
+                let mut dx = crate::cpu::zeroed::<T>(gv.len());
                 crate::cpu::for_each_row(&mut dx, n, |r, row| {
                     let (gr, yr) = (&gv[r * n..(r + 1) * n], &yv[r * n..(r + 1) * n]);
                     let dot: T = gr.iter().zip(yr).map(|(&a, &b)| a * b).sum();
@@ -88,7 +88,7 @@ impl Tensor {
             }
             let dx = with_dtype!(g.dtype(), T => {
                 let (gv, yv) = (g.data::<T>()?, y.data::<T>()?);
-                let mut dx = vec![T::zero(); gv.len()];
+                let mut dx = crate::cpu::zeroed::<T>(gv.len());
                 crate::cpu::for_each_row(&mut dx, n, |r, row| {
                     let (gr, yr) = (&gv[r * n..(r + 1) * n], &yv[r * n..(r + 1) * n]);
                     let total: T = gr.iter().copied().sum();

@@ -1,8 +1,9 @@
 //! The blocked, packed, parallel matrix multiply behind `matmul`, `linear` and attention.
 //!
 //! The classic BLIS structure: `C[m×n] += A[m×k]·B[k×n]` is cut into blocks of
-//! `KC` along k and `MC` rows of C. For each k block, B is packed once into
-//! panels of `NR` columns; each row block (one rayon task) packs its slice of A
+//! `KC` along k and at most `MC` rows of C. For each k block, B is packed once
+//! into panels of `NR` columns; each row block (one rayon task, or several
+//! when it is cut into column chunks too: `split.rs`) packs its slice of A
 //! into panels of `MR` rows and runs a register-tiled micro-kernel that keeps an
 //! `MR×NR` tile of C in vector registers for the whole k block. Operands are
 //! read through (row stride, column stride), so transposed inputs cost nothing
@@ -28,11 +29,13 @@ use rayon::prelude::*;
 mod kernels;
 mod pack;
 mod small;
+mod split;
 
 #[cfg(target_arch = "x86_64")]
 use self::kernels::{Avx2F32, Avx512F32};
 use self::kernels::{MicroKernel, Portable};
 use self::pack::{pack_panel, pack_transposed_block, prefetch_for_write};
+use self::split::Split;
 use super::scratch::{Role, Scratch, ScratchElement};
 use super::simd::{detect_isa, Isa};
 
@@ -42,10 +45,13 @@ const MC: usize = 96;
 /// each row block then runs all its k blocks in turn while its rows of C stay
 /// in cache: C is read and written once instead of once per k block, and the
 /// threads meet once instead of twice per k block. Each row block streams B
-/// from the shared L3, a k block at a time, so the budget is a quarter of a
+/// from the shared L3, a k block at a time, so the budget is half of a
 /// 32 MiB L3. (It was 640 KiB, to stay in L2; at 8 MiB the weight gradients,
-/// whose B is every token, went from 54–57 % to 68–79 % of the FMA peak.)
-const RESIDENT_B_BYTES: usize = 8 * 1024 * 1024;
+/// whose B is every token, went from 54–57 % to 68–79 % of the FMA peak; at
+/// 16 MiB the MLP's second weight gradient, 15.7 MB of B, is resident too,
+/// which on 16 threads spared it 20 rounds of hand-offs: 530 → 629 GFLOP/s,
+/// the step +8 %; on 2 threads it made no difference.)
+const RESIDENT_B_BYTES: usize = 16 * 1024 * 1024;
 /// The largest micro-kernel tile, MR·NR (AVX-512's 8×32): room for any
 /// kernel's tile on the stack, so a row block allocates nothing for it.
 const MAX_TILE: usize = 8 * 32;
@@ -292,43 +298,30 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     parallel: bool,
 ) {
     let (c, overwrite) = c.into_parts();
-    let nr = K::NR;
+    let (mr, nr) = (K::MR, K::NR);
     let n_panels = n.div_ceil(nr);
-    let run = |ib: usize, c_rows: &mut [MaybeUninit<T>], k0: usize, kc: usize, packed_b: &[T]| {
-        // Every block but the last ends with its last row's gap to the next.
-        let mc = (c_rows.len() + ldc - n) / ldc;
-        let job = RowBlock {
-            a,
-            i0: ib * MC,
-            mc,
-            k0,
-            kc,
-            n,
-            ldc,
-            packed_b,
-            c_rows,
-            first_write: if k0 == 0 { overwrite } else { None },
-        };
-        match isa {
-            // SAFETY: the ISA was detected at run time.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { row_block_avx512::<T, K>(job) },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { row_block_avx2::<T, K>(job) },
-            // SAFETY: the portable kernel needs no particular ISA.
-            _ => unsafe { row_block::<T, K>(job) },
-        }
+    // Below about a million multiply-adds, a hand-off to another thread
+    // costs more than it saves.
+    let threads = if parallel && m * n * k >= crate::cpu::PARALLEL_MIN_ELEMENTS * 32 {
+        rayon::current_num_threads()
+    } else {
+        1
     };
-    let parallel_rows = parallel && m > MC;
+    let split = Split::plan(m, n_panels, nr, mr, MC, threads);
+    let col_chunks = n_panels.div_ceil(split.panels);
+    let tasks = split.tasks(m, n_panels);
     let parallel_pack = parallel && m * n * KC.min(k) >= crate::cpu::PARALLEL_MIN_ELEMENTS * 8;
     let resident = k > KC && n_panels * k * nr * std::mem::size_of::<T>() <= RESIDENT_B_BYTES;
     // k block `kb` covers `k0..k0 + kc`.
     let k_block = |kb: usize| (kb * KC, KC.min(k - kb * KC));
     let k_blocks = k.div_ceil(KC);
-    // A phase packs its k blocks of B, then each row block runs them in turn:
+    // A phase packs its k blocks of B, then each task runs them in turn:
     // one phase for all of a resident B, else one per k block.
     let per_phase = if resident { k_blocks } else { 1 };
     let mut packed_b = Scratch::take(Role::PackedB, n_panels * nr * KC.min(k) * per_phase);
+    // The tasks write disjoint blocks of C through this pointer: a block of
+    // rows and columns is not a slice, so no task holds a `&mut` to C.
+    let c = SharedC(c.as_mut_ptr());
     for first in (0..k_blocks).step_by(per_phase) {
         let phase = first..first + per_phase;
         let pack = |(k0, kc, jp, panel): (usize, usize, usize, &mut [T])| {
@@ -356,24 +349,64 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
             jobs.into_par_iter().for_each(pack);
         }
         let packed_b = &*packed_b;
-        let row_block = |(ib, c_rows): (usize, &mut [MaybeUninit<T>])| {
+        let task = |t: usize| {
+            let (i0, jc) = ((t / col_chunks) * split.rows, t % col_chunks);
+            let panels = jc * split.panels..n_panels.min((jc + 1) * split.panels);
             let mut at = 0;
             for kb in phase.clone() {
                 let (k0, kc) = k_block(kb);
-                let len = n_panels * kc * nr;
-                run(ib, &mut *c_rows, k0, kc, &packed_b[at..][..len]);
-                at += len;
+                let job = RowBlock {
+                    a,
+                    i0,
+                    mc: split.rows.min(m - i0),
+                    k0,
+                    kc,
+                    n,
+                    panels: panels.clone(),
+                    ldc,
+                    packed_b: &packed_b[at + panels.start * kc * nr..][..panels.len() * kc * nr],
+                    // SAFETY: row i0 is a row of C, which starts at `c`.
+                    c_rows: unsafe { c.get().add(i0 * ldc) },
+                    first_write: if k0 == 0 { overwrite } else { None },
+                };
+                at += n_panels * kc * nr;
+                match isa {
+                    // SAFETY: the ISA was detected at run time; the tasks'
+                    // blocks of C are disjoint.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { row_block_avx512::<T, K>(job) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2Fma => unsafe { row_block_avx2::<T, K>(job) },
+                    // SAFETY: the portable kernel needs no particular ISA.
+                    _ => unsafe { row_block::<T, K>(job) },
+                }
             }
         };
-        if parallel_rows {
-            c.par_chunks_mut(MC * ldc).enumerate().for_each(row_block);
+        if tasks > 1 && threads > 1 {
+            (0..tasks).into_par_iter().for_each(task);
         } else {
-            c.chunks_mut(MC * ldc).enumerate().for_each(row_block);
+            (0..tasks).for_each(task);
         }
     }
 }
 
-/// One rayon task: rows `i0..i0+mc` of C for one k block.
+/// C's first element, shared by the tasks that write its disjoint blocks.
+#[derive(Clone, Copy)]
+struct SharedC<T>(*mut MaybeUninit<T>);
+
+// SAFETY: each task writes only its own rows and columns of C.
+unsafe impl<T: Send> Send for SharedC<T> {}
+unsafe impl<T: Send> Sync for SharedC<T> {}
+
+impl<T> SharedC<T> {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper).
+    fn get(self) -> *mut MaybeUninit<T> {
+        self.0
+    }
+}
+
+/// One rayon task's work for one k block: rows `i0..i0+mc` of C, in the
+/// columns of B panels `panels`.
 struct RowBlock<'a, T> {
     a: MatRef<'a, T>,
     i0: usize,
@@ -381,10 +414,13 @@ struct RowBlock<'a, T> {
     k0: usize,
     kc: usize,
     n: usize,
-    /// C's leading dimension: row i of the block starts at `c_rows[i·ldc]`.
+    panels: std::ops::Range<usize>,
+    /// C's leading dimension: row i of the block starts at `c_rows + i·ldc`.
     ldc: usize,
+    /// B's panels `panels` of this k block.
     packed_b: &'a [T],
-    c_rows: &'a mut [MaybeUninit<T>],
+    /// Row i0 of C, column 0. The task writes only its rows and columns.
+    c_rows: *mut MaybeUninit<T>,
     /// On the first k block of [`Output::Overwrite`], the bias (if any) that
     /// the tiles are written over, instead of being added to C.
     first_write: Option<Option<&'a [T]>>,
@@ -413,6 +449,7 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
         k0,
         kc,
         n,
+        panels,
         ldc,
         packed_b,
         c_rows,
@@ -430,27 +467,31 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
     }
     let mut tile = [T::zero(); MAX_TILE];
     let tile = &mut tile[..mr * nr];
-    for (jp, b_panel) in packed_b.chunks_exact(kc * nr).enumerate() {
+    // SAFETY (for the callers): row r of the block, columns j0..j0 + cols,
+    // lie inside C and belong to this task alone.
+    let c_row = |r: usize, j0: usize, cols: usize| {
+        std::slice::from_raw_parts_mut(c_rows.add(r * ldc + j0), cols)
+    };
+    for (jp, b_panel) in panels.zip(packed_b.chunks_exact(kc * nr)) {
         let j0 = jp * nr;
         let cols = nr.min(n - j0);
         for (ip, a_panel) in packed_a.chunks_exact(kc * mr).enumerate() {
             let rows = mr.min(mc - ip * mr);
             for ii in 0..rows {
-                prefetch_for_write(&c_rows[(ip * mr + ii) * ldc + j0..][..cols]);
+                prefetch_for_write(c_row(ip * mr + ii, j0, cols));
             }
             if rows == mr && cols == nr {
-                let last = (ip * mr + mr - 1) * ldc + j0 + nr;
-                let c = c_rows[..last].as_mut_ptr().add((ip * mr) * ldc + j0) as *mut T;
+                let c = c_rows.add((ip * mr) * ldc + j0) as *mut T;
                 let first_write = first_write.map(|bias| bias.map(|bias| &bias[j0..]));
-                // SAFETY: the tile's MR rows of NR lie inside `c_rows` (it
-                // holds `last` elements); C is initialised unless this is
-                // the first write, which writes every element.
+                // SAFETY: the tile's MR rows of NR are this task's; C is
+                // initialised unless this is the first write, which writes
+                // every element.
                 K::tile_into_c(a_panel, b_panel, c, ldc, first_write);
                 continue;
             }
             K::tile(a_panel, b_panel, tile);
             for (ii, tile_row) in tile.chunks_exact(nr).enumerate().take(rows) {
-                let c_row = &mut c_rows[(ip * mr + ii) * ldc + j0..][..cols];
+                let c_row = c_row(ip * mr + ii, j0, cols);
                 match first_write {
                     Some(Some(bias)) => {
                         for ((c, &t), &b) in c_row.iter_mut().zip(tile_row).zip(&bias[j0..]) {
@@ -503,7 +544,7 @@ mod tests {
         for &(_, n, k) in &[(97, 45, 300), (200, 17, 513)] {
             assert!(k > KC && (n + widest_panel) * k * size <= RESIDENT_B_BYTES);
         }
-        assert!(2100 * 1000 * size > RESIDENT_B_BYTES);
+        assert!(4200 * 1000 * size > RESIDENT_B_BYTES);
         // The first five run on one thread: through the small-product path
         // where it applies (f32 on AVX-512; each width of its padded rows,
         // n up to 16, 32, 48, 64), else through the blocked one.
@@ -515,7 +556,7 @@ mod tests {
             (127, 16, 128),
             (97, 45, 300),
             (200, 17, 513),
-            (MC + 5, 2100, 1000),
+            (MC + 5, 4200, 1000),
         ];
         let small = sizes
             .iter()
@@ -569,6 +610,39 @@ mod tests {
     #[test]
     fn f32_matches_a_naive_loop_too() {
         check::<f32>(1e-6);
+    }
+
+    /// Sixteen threads cut products with few row blocks into column chunks
+    /// too (`split.rs`), and the cut changes no bit: each element sums the
+    /// same terms in the same order on one thread. B both packed whole and
+    /// one k block at a time; added to C, and written over it with a bias.
+    #[test]
+    fn column_chunks_on_many_threads_give_one_threads_bits() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(16)
+            .build()
+            .unwrap();
+        for (m, n, k) in [(192, 200, 300), (130, 97, 700), (MC + 5, 4200, 1000)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 - 3.5).collect();
+            let (av, bv) = (MatRef::new(&a, m, true), MatRef::new(&b, n, false));
+            let run = |parallel: bool| {
+                let mut c = vec![1.0f32; m * n];
+                gemm(m, n, k, av, bv, &mut c, parallel);
+                (c, gemm_new(m, n, k, av, bv, Some(&bias), parallel))
+            };
+            let one_thread = run(false);
+            // Every f32 kernel's tile (AVX-512, AVX2, portable) is cut.
+            for (mr, nr) in [(8, 32), (6, 16), (4, 8)] {
+                assert!(Split::plan(m, n.div_ceil(nr), nr, mr, MC, 16).panels < n.div_ceil(nr));
+            }
+            assert!(one_thread == pool.install(|| run(true)), "{m}x{n}x{k}");
+        }
     }
 
     /// With nothing to multiply, a new product is its bias, or zeros.
