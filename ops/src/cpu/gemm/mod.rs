@@ -52,6 +52,8 @@ const MC: usize = 96;
 /// which on 16 threads spared it 20 rounds of hand-offs: 530 → 629 GFLOP/s,
 /// the step +8 %; on 2 threads it made no difference.)
 const RESIDENT_B_BYTES: usize = 16 * 1024 * 1024;
+/// B panels that one packing job of a row-major B fills, a k at a time.
+const B_PANELS_PER_PACK: usize = 4;
 /// The largest micro-kernel tile, MR·NR (AVX-512's 8×32): room for any
 /// kernel's tile on the stack, so a row block allocates nothing for it.
 const MAX_TILE: usize = 8 * 32;
@@ -315,6 +317,13 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     // k block `kb` covers `k0..k0 + kc`.
     let k_block = |kb: usize| (kb * KC, KC.min(k - kb * KC));
     let k_blocks = k.div_ceil(KC);
+    // A row-major B (a weight gradient's activations, whose B is every
+    // token) is packed a k at a time across a group of panels, each k's
+    // values read in one run (panel by panel, each k gave 128 bytes from a
+    // row kilobytes away): the weight gradients +2–4 %. Any other B, panel
+    // by panel.
+    let row_major_b = b.col_stride == 1;
+    let pack_group = if row_major_b { B_PANELS_PER_PACK } else { 1 };
     // A phase packs its k blocks of B, then each task runs them in turn:
     // one phase for all of a resident B, else one per k block.
     let per_phase = if resident { k_blocks } else { 1 };
@@ -324,10 +333,15 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
     let c = SharedC(c.as_mut_ptr());
     for first in (0..k_blocks).step_by(per_phase) {
         let phase = first..first + per_phase;
-        let pack = |(k0, kc, jp, panel): (usize, usize, usize, &mut [T])| {
-            // B's panels are panels of Bᵀ's rows: `nr` columns of B each.
-            let cols = nr.min(n - jp * nr);
-            pack_panel(b.transposed(), jp * nr, cols, k0, kc, nr, panel)
+        // B's panels are panels of Bᵀ's rows: `nr` columns of B each. A
+        // job packs the panels from `jp` on that `panels` has room for.
+        let pack = |(k0, kc, jp, panels): (usize, usize, usize, &mut [T])| {
+            let cols = (panels.len() / kc).min(n - jp * nr);
+            if row_major_b {
+                pack_transposed_block(b.transposed(), jp * nr, cols, k0, kc, nr, panels)
+            } else {
+                pack_panel(b.transposed(), jp * nr, cols, k0, kc, nr, panels)
+            }
         };
         // Packed in place, or listed for the threads to share (a list only
         // then: attention's many small products pack on their own thread).
@@ -337,11 +351,11 @@ fn blocked<T: ScratchElement, K: MicroKernel<T>>(
             let (k0, kc) = k_block(kb);
             let (block, tail) = rest.split_at_mut(n_panels * kc * nr);
             rest = tail;
-            for (jp, panel) in block.chunks_mut(kc * nr).enumerate() {
+            for (g, panels) in block.chunks_mut(pack_group * kc * nr).enumerate() {
                 if parallel_pack {
-                    jobs.push((k0, kc, jp, panel));
+                    jobs.push((k0, kc, g * pack_group, panels));
                 } else {
-                    pack((k0, kc, jp, panel));
+                    pack((k0, kc, g * pack_group, panels));
                 }
             }
         }
