@@ -35,7 +35,7 @@ pub fn zeroed<T: Element>(len: usize) -> Vec<T> {
     let mut out = Vec::with_capacity(len);
     out.spare_capacity_mut()
         .par_chunks_mut(ELEMENTWISE_CHUNK * 8)
-        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(T::zero())));
+        .for_each(|chunk| chunk.fill(MaybeUninit::new(T::zero())));
     // SAFETY: every one of the `len` elements was just written.
     unsafe { out.set_len(len) };
     out

@@ -26,8 +26,8 @@ pub(super) struct Split {
 
 impl Split {
     /// The cut of an `m`-row C of `n_panels` panels of `nr` columns for
-    /// `threads` threads: blocks of at most `max_rows` rows, a multiple of
-    /// `mr`, as even as that allows; then the column chunk whose slowest
+    /// `threads` threads: blocks of at most `max_rows` rows (itself a
+    /// multiple of `mr`), a multiple of `mr`, as even as that allows; then the column chunk whose slowest
     /// thread's work (rounds of tasks times a task's columns plus the
     /// packing) is least, the widest on a tie.
     pub fn plan(
@@ -38,8 +38,15 @@ impl Split {
         max_rows: usize,
         threads: usize,
     ) -> Split {
+        debug_assert!(
+            mr > 0 && max_rows.is_multiple_of(mr),
+            "blocks hold whole panels of A"
+        );
         let row_blocks = m.div_ceil(max_rows).max(1);
-        let rows = m.div_ceil(row_blocks).next_multiple_of(mr).min(max_rows);
+        let rows = m
+            .div_ceil(row_blocks)
+            .next_multiple_of(mr)
+            .clamp(mr, max_rows);
         let row_blocks = m.div_ceil(rows).max(1);
         let threads = threads.max(1);
         let cost = |panels: usize| {
