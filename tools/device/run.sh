@@ -10,6 +10,7 @@
 #     bash tools/device/run.sh throughput    # msn bench vs tools/reference/msn_throughput.py
 #     bash tools/device/run.sh cpu           # the CPU test suite on the host processor
 #     bash tools/device/run.sh nccl          # pretraining through NCCL, a world of one card
+#     bash tools/device/run.sh cpuscale      # the CPU step on 1, 2, 4, 8 and all host cores, PyTorch beside
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-/tmp/msn-device}"
@@ -98,8 +99,22 @@ TOML
         done <"$bin/cpu/list"
         grep -E "^test result|FAILED|panicked" "$out/cpu.log" | sort | uniq -c
         ;;
+    cpuscale)
+        # The CPU step (the first fmnist-tiny, batch 128) on the host's
+        # cores, each thread count pinned to that many cores, and PyTorch
+        # eager beside it on 2 and on all of them.
+        cores=$(nproc)
+        for threads in $(printf '%s\n' 1 2 4 8 16 32 64 "$cores" | awk -v c="$cores" '$1 <= c' | sort -nu); do
+            RAYON_NUM_THREADS=$threads logged cpuscale taskset -c "0-$((threads - 1))" "$bin/cpu/msn" bench \
+                --config tests/fixtures/fmnist-tiny-v1.toml --batch-size 128 --steps 6
+            if [ "$threads" = 2 ] || [ "$threads" = "$cores" ]; then
+                (cd tools/reference && logged cpuscale taskset -c "0-$((threads - 1))" python3 msn_throughput.py \
+                    --preset fmnist-tiny-v1 --batch 128 --steps 6 --threads "$threads")
+            fi
+        done
+        ;;
     *)
-        echo "unknown part $part: expected tests, bench, throughput or cpu" >&2
+        echo "unknown part $part: expected tests, bench, throughput, cpu, nccl or cpuscale" >&2
         exit 2
         ;;
     esac
