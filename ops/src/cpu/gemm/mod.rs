@@ -1,4 +1,8 @@
-//! The blocked, packed, parallel matrix multiply behind `matmul`, `linear` and attention.
+//! The blocked, packed, parallel matrix multiply behind `matmul`, `linear`
+//! and attention: its entry points, operand views and tuning constants. The
+//! loops are in `blocked.rs`, the micro-kernels in `kernels.rs`, packing in
+//! `pack.rs`, the cut into tasks in `split.rs`, attention's small products in
+//! `small.rs`.
 //!
 //! The classic BLIS structure: `C[m×n] += A[m×k]·B[k×n]` is cut into blocks of
 //! `KC` along k and at most `MC` rows of C. For each k block, B is packed once
@@ -8,7 +12,7 @@
 //! `MR×NR` tile of C in vector registers for the whole k block. Operands are
 //! read through (row stride, column stride), so transposed inputs cost nothing
 //! beyond a different packing walk. When B is small enough to stay in cache
-//! packed whole ([`RESIDENT_B_BYTES`]), it is packed once for every k block
+//! packed whole (`RESIDENT_B_BYTES`), it is packed once for every k block
 //! and each row block walks the k blocks itself, so its rows of C stay hot.
 //!
 //! The micro-kernel is plain Rust over fixed-size arrays; it is compiled once
@@ -24,19 +28,17 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rayon::prelude::*;
-
+mod blocked;
 mod kernels;
 mod pack;
 mod small;
 mod split;
 
+use self::blocked::blocked;
+use self::kernels::Portable;
 #[cfg(target_arch = "x86_64")]
 use self::kernels::{Avx2F32, Avx512F32};
-use self::kernels::{MicroKernel, Portable};
-use self::pack::{pack_panel, pack_transposed_block, prefetch_for_write};
-use self::split::Split;
-use super::scratch::{Role, Scratch, ScratchElement};
+use super::scratch::ScratchElement;
 use super::simd::{detect_isa, Isa};
 
 const KC: usize = 256;
@@ -52,8 +54,6 @@ const MC: usize = 96;
 /// which on 16 threads spared it 20 rounds of hand-offs: 530 → 629 GFLOP/s,
 /// the step +8 %; on 2 threads it made no difference.)
 const RESIDENT_B_BYTES: usize = 16 * 1024 * 1024;
-/// B panels that one packing job of a row-major B fills, a k at a time.
-const B_PANELS_PER_PACK: usize = 4;
 /// The largest micro-kernel tile, MR·NR (AVX-512's 8×32): room for any
 /// kernel's tile on the stack, so a row block allocates nothing for it.
 const MAX_TILE: usize = 8 * 32;
@@ -287,251 +287,9 @@ fn multiply<T: GemmElement>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn blocked<T: ScratchElement, K: MicroKernel<T>>(
-    isa: Isa,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef<T>,
-    b: MatRef<T>,
-    c: Output<T>,
-    ldc: usize,
-    parallel: bool,
-) {
-    let (c, overwrite) = c.into_parts();
-    let (mr, nr) = (K::MR, K::NR);
-    let n_panels = n.div_ceil(nr);
-    // Below about a million multiply-adds, a hand-off to another thread
-    // costs more than it saves.
-    let threads = if parallel && m * n * k >= crate::cpu::PARALLEL_MIN_ELEMENTS * 32 {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
-    let split = Split::plan(m, n_panels, nr, mr, MC, threads);
-    let col_chunks = n_panels.div_ceil(split.panels);
-    let tasks = split.tasks(m, n_panels);
-    let parallel_pack = parallel && m * n * KC.min(k) >= crate::cpu::PARALLEL_MIN_ELEMENTS * 8;
-    let resident = k > KC && n_panels * k * nr * std::mem::size_of::<T>() <= RESIDENT_B_BYTES;
-    // k block `kb` covers `k0..k0 + kc`.
-    let k_block = |kb: usize| (kb * KC, KC.min(k - kb * KC));
-    let k_blocks = k.div_ceil(KC);
-    // A row-major B (a weight gradient's activations, whose B is every
-    // token) is packed a k at a time across a group of panels, each k's
-    // values read in one run (panel by panel, each k gave 128 bytes from a
-    // row kilobytes away): the weight gradients +2–4 %. Any other B, panel
-    // by panel.
-    let row_major_b = b.col_stride == 1;
-    let pack_group = if row_major_b { B_PANELS_PER_PACK } else { 1 };
-    // A phase packs its k blocks of B, then each task runs them in turn:
-    // one phase for all of a resident B, else one per k block.
-    let per_phase = if resident { k_blocks } else { 1 };
-    let mut packed_b = Scratch::take(Role::PackedB, n_panels * nr * KC.min(k) * per_phase);
-    // The tasks write disjoint blocks of C through this pointer: a block of
-    // rows and columns is not a slice, so no task holds a `&mut` to C.
-    let c = SharedC(c.as_mut_ptr());
-    for first in (0..k_blocks).step_by(per_phase) {
-        let phase = first..first + per_phase;
-        // B's panels are panels of Bᵀ's rows: `nr` columns of B each. A
-        // job packs the panels from `jp` on that `panels` has room for.
-        let pack = |(k0, kc, jp, panels): (usize, usize, usize, &mut [T])| {
-            let cols = (panels.len() / kc).min(n - jp * nr);
-            if row_major_b {
-                pack_transposed_block(b.transposed(), jp * nr, cols, k0, kc, nr, panels)
-            } else {
-                pack_panel(b.transposed(), jp * nr, cols, k0, kc, nr, panels)
-            }
-        };
-        // Packed in place, or listed for the threads to share (a list only
-        // then: attention's many small products pack on their own thread).
-        let mut jobs = Vec::new();
-        let mut rest = &mut packed_b[..];
-        for kb in phase.clone() {
-            let (k0, kc) = k_block(kb);
-            let (block, tail) = rest.split_at_mut(n_panels * kc * nr);
-            rest = tail;
-            for (g, panels) in block.chunks_mut(pack_group * kc * nr).enumerate() {
-                if parallel_pack {
-                    jobs.push((k0, kc, g * pack_group, panels));
-                } else {
-                    pack((k0, kc, g * pack_group, panels));
-                }
-            }
-        }
-        if parallel_pack {
-            jobs.into_par_iter().for_each(pack);
-        }
-        let packed_b = &*packed_b;
-        let task = |t: usize| {
-            let (i0, jc) = ((t / col_chunks) * split.rows, t % col_chunks);
-            let panels = jc * split.panels..n_panels.min((jc + 1) * split.panels);
-            let mut at = 0;
-            for kb in phase.clone() {
-                let (k0, kc) = k_block(kb);
-                let job = RowBlock {
-                    a,
-                    i0,
-                    mc: split.rows.min(m - i0),
-                    k0,
-                    kc,
-                    n,
-                    panels: panels.clone(),
-                    ldc,
-                    packed_b: &packed_b[at + panels.start * kc * nr..][..panels.len() * kc * nr],
-                    // SAFETY: row i0 is a row of C, which starts at `c`.
-                    c_rows: unsafe { c.get().add(i0 * ldc) },
-                    first_write: if k0 == 0 { overwrite } else { None },
-                };
-                at += n_panels * kc * nr;
-                match isa {
-                    // SAFETY: the ISA was detected at run time; the tasks'
-                    // blocks of C are disjoint.
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { row_block_avx512::<T, K>(job) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2Fma => unsafe { row_block_avx2::<T, K>(job) },
-                    // SAFETY: the portable kernel needs no particular ISA.
-                    _ => unsafe { row_block::<T, K>(job) },
-                }
-            }
-        };
-        if tasks > 1 && threads > 1 {
-            (0..tasks).into_par_iter().for_each(task);
-        } else {
-            (0..tasks).for_each(task);
-        }
-    }
-}
-
-/// C's first element, shared by the tasks that write its disjoint blocks.
-#[derive(Clone, Copy)]
-struct SharedC<T>(*mut MaybeUninit<T>);
-
-// SAFETY: each task writes only its own rows and columns of C.
-unsafe impl<T: Send> Send for SharedC<T> {}
-unsafe impl<T: Send> Sync for SharedC<T> {}
-
-impl<T> SharedC<T> {
-    /// The pointer (a method, so that closures capture the `Sync` wrapper).
-    fn get(self) -> *mut MaybeUninit<T> {
-        self.0
-    }
-}
-
-/// One rayon task's work for one k block: rows `i0..i0+mc` of C, in the
-/// columns of B panels `panels`.
-struct RowBlock<'a, T> {
-    a: MatRef<'a, T>,
-    i0: usize,
-    mc: usize,
-    k0: usize,
-    kc: usize,
-    n: usize,
-    panels: std::ops::Range<usize>,
-    /// C's leading dimension: row i of the block starts at `c_rows + i·ldc`.
-    ldc: usize,
-    /// B's panels `panels` of this k block.
-    packed_b: &'a [T],
-    /// Row i0 of C, column 0. The task writes only its rows and columns.
-    c_rows: *mut MaybeUninit<T>,
-    /// On the first k block of [`Output::Overwrite`], the bias (if any) that
-    /// the tiles are written over, instead of being added to C.
-    first_write: Option<Option<&'a [T]>>,
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn row_block_avx512<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
-    row_block::<T, K>(job)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn row_block_avx2<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
-    row_block::<T, K>(job)
-}
-
-/// Packs this block's rows of A into `MR`-row panels, then runs the
-/// micro-kernel over every (A panel, B panel) pair and adds each tile to C.
-#[inline(always)]
-unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
-    let RowBlock {
-        a,
-        i0,
-        mc,
-        k0,
-        kc,
-        n,
-        panels,
-        ldc,
-        packed_b,
-        c_rows,
-        first_write,
-    } = job;
-    let (mr, nr) = (K::MR, K::NR);
-    let m_panels = mc.div_ceil(mr);
-    let mut packed_a = Scratch::take(Role::PackedA, m_panels * kc * mr);
-    if a.row_stride == 1 {
-        pack_transposed_block(a, i0, mc, k0, kc, mr, &mut packed_a);
-    } else {
-        for (ip, panel) in packed_a.chunks_exact_mut(kc * mr).enumerate() {
-            pack_panel(a, i0 + ip * mr, mr.min(mc - ip * mr), k0, kc, mr, panel);
-        }
-    }
-    let mut tile = [T::zero(); MAX_TILE];
-    let tile = &mut tile[..mr * nr];
-    // SAFETY (for the callers): row r of the block, columns j0..j0 + cols,
-    // lie inside C and belong to this task alone.
-    let c_row = |r: usize, j0: usize, cols: usize| {
-        std::slice::from_raw_parts_mut(c_rows.add(r * ldc + j0), cols)
-    };
-    for (jp, b_panel) in panels.zip(packed_b.chunks_exact(kc * nr)) {
-        let j0 = jp * nr;
-        let cols = nr.min(n - j0);
-        for (ip, a_panel) in packed_a.chunks_exact(kc * mr).enumerate() {
-            let rows = mr.min(mc - ip * mr);
-            for ii in 0..rows {
-                prefetch_for_write(c_row(ip * mr + ii, j0, cols));
-            }
-            if rows == mr && cols == nr {
-                let c = c_rows.add((ip * mr) * ldc + j0) as *mut T;
-                let first_write = first_write.map(|bias| bias.map(|bias| &bias[j0..]));
-                // SAFETY: the tile's MR rows of NR are this task's; C is
-                // initialised unless this is the first write, which writes
-                // every element.
-                K::tile_into_c(a_panel, b_panel, c, ldc, first_write);
-                continue;
-            }
-            K::tile(a_panel, b_panel, tile);
-            for (ii, tile_row) in tile.chunks_exact(nr).enumerate().take(rows) {
-                let c_row = c_row(ip * mr + ii, j0, cols);
-                match first_write {
-                    Some(Some(bias)) => {
-                        for ((c, &t), &b) in c_row.iter_mut().zip(tile_row).zip(&bias[j0..]) {
-                            c.write(t + b);
-                        }
-                    }
-                    Some(None) => {
-                        for (c, &t) in c_row.iter_mut().zip(tile_row) {
-                            c.write(t);
-                        }
-                    }
-                    None => {
-                        for (c, &t) in c_row.iter_mut().zip(tile_row) {
-                            // SAFETY: C was initialised by the caller
-                            // (`Accumulate`) or by the first k block.
-                            unsafe { *c.assume_init_mut() += t };
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::split::Split;
     use super::*;
     use crate::Element;
 
