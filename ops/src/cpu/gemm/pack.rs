@@ -27,23 +27,24 @@ pub(super) fn pack_panel<T: Element>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if T::DTYPE == crate::DType::F32
-        && width == 8
-        && rows == 8
+        && width % 8 == 0
+        && rows == width
         && x.col_stride == 1
         && super::detect_isa() != super::Isa::Portable
     {
         // SAFETY: T is f32 (its dtype says so), so the casts only rename the
-        // element type; AVX2 is there (the ISA is not portable); the eight
-        // rows hold columns k0..k0+kc (`at` would read the same elements).
+        // element type; AVX2 is there (the ISA is not portable); the rows
+        // hold columns k0..k0+kc (`at` would read the same elements).
         unsafe {
-            let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, kc * 8);
-            pack_eight_rows_f32(
+            let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, kc * width);
+            pack_rows_f32(
                 x.as_f32().data,
                 r0 * x.row_stride + k0,
                 x.row_stride,
+                rows,
                 kc,
                 out,
-                8,
+                width,
             );
         }
         return;
@@ -66,68 +67,91 @@ pub(super) fn pack_panel<T: Element>(
     }
 }
 
-/// [`pack_panel`] for eight whole f32 rows with contiguous k (A's panels
-/// of a forward product or an input gradient, for AVX-512's 8-row tile):
-/// eight k steps at a time, one 8×8 transpose in registers, where the
-/// element walk moved one float per load and per store (7 % of a forward
-/// product's time, one thread). Element (i, k0 + p) goes to
-/// `out[p·stride + i]`: a panel when `stride` is 8, eight columns of a
-/// wider row-major block otherwise (the small products' padded B).
+/// [`pack_panel`] for whole f32 rows whose k is contiguous, `rows` a
+/// multiple of eight: A's panels of a forward product or an input gradient,
+/// B's panels of a weight read transposed (`x·Wᵀ`), and the small products'
+/// `kᵀ`. Eight k steps at a time, each group of eight rows goes through one
+/// 8×8 transpose in registers, and the eight k steps' values are stored
+/// before the next eight are read: the element walk moved one float per load
+/// and per store (7 % of a forward product's time for A; 18 % of the head's,
+/// whose 1024×1024 weight is packed for only 512 rows). Element
+/// (i, k0 + p) goes to `out[p·stride + i]`: a panel when `stride` is
+/// `rows`, columns of a wider row-major block otherwise (the small products'
+/// padded B).
 ///
 /// # Safety
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn pack_eight_rows_f32(
+pub(super) unsafe fn pack_rows_f32(
     data: &[f32],
     first: usize,
     row_stride: usize,
+    rows: usize,
     kc: usize,
     out: &mut [f32],
     stride: usize,
 ) {
     use std::arch::x86_64::*;
-    let rows: [&[f32]; 8] = std::array::from_fn(|i| &data[first + i * row_stride..][..kc]);
+    assert!(rows % 8 == 0 && rows <= stride);
+    if rows == 0 || kc == 0 {
+        return;
+    }
+    assert!(first + (rows - 1) * row_stride + kc <= data.len());
+    assert!((kc - 1) * stride + rows <= out.len());
+    let (src, dst) = (data.as_ptr().add(first), out.as_mut_ptr());
     let mut p = 0;
     while p + 8 <= kc {
-        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i][p..].as_ptr()));
-        // Pairs, then quads, then halves: column j of the 8×8 block ends in t[j].
-        let a0 = _mm256_unpacklo_ps(r[0], r[1]);
-        let a1 = _mm256_unpackhi_ps(r[0], r[1]);
-        let a2 = _mm256_unpacklo_ps(r[2], r[3]);
-        let a3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let a4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let a5 = _mm256_unpackhi_ps(r[4], r[5]);
-        let a6 = _mm256_unpacklo_ps(r[6], r[7]);
-        let a7 = _mm256_unpackhi_ps(r[6], r[7]);
-        let b0 = _mm256_shuffle_ps::<0x44>(a0, a2);
-        let b1 = _mm256_shuffle_ps::<0xEE>(a0, a2);
-        let b2 = _mm256_shuffle_ps::<0x44>(a1, a3);
-        let b3 = _mm256_shuffle_ps::<0xEE>(a1, a3);
-        let b4 = _mm256_shuffle_ps::<0x44>(a4, a6);
-        let b5 = _mm256_shuffle_ps::<0xEE>(a4, a6);
-        let b6 = _mm256_shuffle_ps::<0x44>(a5, a7);
-        let b7 = _mm256_shuffle_ps::<0xEE>(a5, a7);
-        let t = [
-            _mm256_permute2f128_ps::<0x20>(b0, b4),
-            _mm256_permute2f128_ps::<0x20>(b1, b5),
-            _mm256_permute2f128_ps::<0x20>(b2, b6),
-            _mm256_permute2f128_ps::<0x20>(b3, b7),
-            _mm256_permute2f128_ps::<0x31>(b0, b4),
-            _mm256_permute2f128_ps::<0x31>(b1, b5),
-            _mm256_permute2f128_ps::<0x31>(b2, b6),
-            _mm256_permute2f128_ps::<0x31>(b3, b7),
-        ];
-        for (j, column) in t.iter().enumerate() {
-            _mm256_storeu_ps(out[(p + j) * stride..][..8].as_mut_ptr(), *column);
+        for g in (0..rows).step_by(8) {
+            // Inside the bounds asserted above: rows g..g+8, k steps p..p+8.
+            let r: [__m256; 8] =
+                std::array::from_fn(|i| _mm256_loadu_ps(src.add((g + i) * row_stride + p)));
+            for (j, column) in transpose_8x8(r).iter().enumerate() {
+                _mm256_storeu_ps(dst.add((p + j) * stride + g), *column);
+            }
         }
         p += 8;
     }
     for p in p..kc {
-        for (i, row) in rows.iter().enumerate() {
-            out[p * stride + i] = row[p];
+        for i in 0..rows {
+            *dst.add(p * stride + i) = *src.add(i * row_stride + p);
         }
     }
+}
+
+/// The 8×8 transpose of eight rows of eight floats: pairs, then quads, then
+/// halves; column j of the block ends in element j.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_8x8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let a0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let a1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let a2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let a3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let a4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let a5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let a6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let a7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let b0 = _mm256_shuffle_ps::<0x44>(a0, a2);
+    let b1 = _mm256_shuffle_ps::<0xEE>(a0, a2);
+    let b2 = _mm256_shuffle_ps::<0x44>(a1, a3);
+    let b3 = _mm256_shuffle_ps::<0xEE>(a1, a3);
+    let b4 = _mm256_shuffle_ps::<0x44>(a4, a6);
+    let b5 = _mm256_shuffle_ps::<0xEE>(a4, a6);
+    let b6 = _mm256_shuffle_ps::<0x44>(a5, a7);
+    let b7 = _mm256_shuffle_ps::<0xEE>(a5, a7);
+    [
+        _mm256_permute2f128_ps::<0x20>(b0, b4),
+        _mm256_permute2f128_ps::<0x20>(b1, b5),
+        _mm256_permute2f128_ps::<0x20>(b2, b6),
+        _mm256_permute2f128_ps::<0x20>(b3, b7),
+        _mm256_permute2f128_ps::<0x31>(b0, b4),
+        _mm256_permute2f128_ps::<0x31>(b1, b5),
+        _mm256_permute2f128_ps::<0x31>(b2, b6),
+        _mm256_permute2f128_ps::<0x31>(b3, b7),
+    ]
 }
 
 /// Packs rows `r0..r0+rows` of `x`, columns `k0..k0+kc`, into

@@ -18,7 +18,7 @@
 use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
-use super::pack::pack_eight_rows_f32;
+use super::pack::pack_rows_f32;
 use super::{detect_isa, Isa, MatRef, Output};
 use crate::cpu::scratch::{Role, Scratch, ScratchElement};
 
@@ -106,12 +106,9 @@ unsafe fn with_width<const V: usize>(
         j0 = n;
     } else if b.row_stride == 1 {
         // Bᵀ's rows (attention's keys in q·kᵀ) become B's columns, eight at
-        // a time through a register transpose.
-        while j0 + 8 <= n {
-            let first = j0 * b.col_stride;
-            pack_eight_rows_f32(b.data, first, b.col_stride, k, &mut padded_b[j0..], width);
-            j0 += 8;
-        }
+        // a time through register transposes.
+        j0 = n - n % 8;
+        pack_rows_f32(b.data, 0, b.col_stride, j0, k, &mut padded_b, width);
     }
     for (p, row) in padded_b.chunks_exact_mut(width).enumerate() {
         for (j, slot) in row[..n].iter_mut().enumerate().skip(j0) {
