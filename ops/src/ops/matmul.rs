@@ -14,7 +14,9 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::gemm::{gemm, gemm_new, GemmElement, MatRef};
+use std::mem::MaybeUninit;
+
+use crate::cpu::gemm::{gemm_new, gemm_write, GemmElement, MatRef};
 use crate::error::shape_err;
 use crate::gpu::PackedBf16;
 use crate::{matmul_precision, with_dtype, Error, Precision, Result, Tensor};
@@ -32,21 +34,27 @@ fn matmul_kernel<T: GemmElement>(
         let (a, b) = (MatRef::new(a, a_cols, ta), MatRef::new(b, b_cols, tb));
         return gemm_new(m, n, k, a, b, None, true);
     }
-    let mut c = crate::cpu::zeroed::<T>(batch * m * n);
-    let one = |(i, c_i): (usize, &mut [T]), parallel: bool| {
+    // Each entry's product writes its whole block: no zero-fill first.
+    let mut c = Vec::with_capacity(batch * m * n);
+    let one = |(i, c_i): (usize, &mut [MaybeUninit<T>]), parallel: bool| {
         let a_i = MatRef::new(&a[i * m * k..(i + 1) * m * k], a_cols, ta);
         let b_i = MatRef::new(&b[i * k * n..(i + 1) * k * n], b_cols, tb);
-        gemm(m, n, k, a_i, b_i, c_i, parallel);
+        gemm_write(m, n, k, a_i, b_i, c_i, parallel);
     };
-    if batch > 1 && batch >= rayon::current_num_threads() {
-        c.par_chunks_mut(m * n)
+    let blocks = &mut c.spare_capacity_mut()[..batch * m * n];
+    if m * n > 0 && batch >= rayon::current_num_threads() {
+        blocks
+            .par_chunks_mut(m * n)
             .enumerate()
             .for_each(|job| one(job, false));
-    } else {
-        c.chunks_mut(m * n)
+    } else if m * n > 0 {
+        blocks
+            .chunks_mut(m * n)
             .enumerate()
             .for_each(|job| one(job, true));
     }
+    // SAFETY: each of the batch's m·n blocks was written whole above.
+    unsafe { c.set_len(batch * m * n) };
     c
 }
 

@@ -265,6 +265,25 @@ pub fn gemm_new<T: GemmElement>(
     c
 }
 
+/// `C = A·B` into a row-major `m × n` C that may hold anything (one entry
+/// of a batch's fresh output, say): every element is written, never read.
+pub fn gemm_write<T: GemmElement>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: &mut [MaybeUninit<T>],
+    parallel: bool,
+) {
+    assert_eq!(c.len(), m * n, "C must be m×n");
+    if k == 0 {
+        c.fill(MaybeUninit::new(T::zero()));
+    } else if m > 0 && n > 0 {
+        multiply(m, n, k, a, b, Output::Overwrite(c, None), n, parallel);
+    }
+}
+
 /// Counts the product's operations and runs the blocked multiply with this
 /// CPU's micro-kernel.
 #[allow(clippy::too_many_arguments)]
