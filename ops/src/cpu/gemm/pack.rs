@@ -27,7 +27,7 @@ pub(super) fn pack_panel<T: Element>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if T::DTYPE == crate::DType::F32
-        && width % 8 == 0
+        && width.is_multiple_of(8)
         && rows == width
         && x.col_stride == 1
         && super::detect_isa() != super::Isa::Portable
@@ -93,7 +93,7 @@ pub(super) unsafe fn pack_rows_f32(
     stride: usize,
 ) {
     use std::arch::x86_64::*;
-    assert!(rows % 8 == 0 && rows <= stride);
+    assert!(rows.is_multiple_of(8) && rows <= stride);
     if rows == 0 || kc == 0 {
         return;
     }
