@@ -336,15 +336,17 @@ mod tests {
             assert!(k > KC && (n + widest_panel) * k * size <= RESIDENT_B_BYTES);
         }
         assert!(4200 * 1000 * size > RESIDENT_B_BYTES);
-        // The first five run on one thread: through the small-product path
+        // The first six run on one thread: through the small-product path
         // where it applies (f32 on AVX-512; each width of its padded rows,
-        // n up to 16, 32, 48, 64), else through the blocked one.
+        // n up to 16, 32, 48, 64; 1, 2 and 4 columns past a whole vector by
+        // dot products when B is transposed), else through the blocked one.
         let sizes = [
             (1, 1, 1),
             (7, 33, 5),
             (50, 50, 64),
             (10, 64, 10),
             (127, 16, 128),
+            (20, 36, 70),
             (97, 45, 300),
             (200, 17, 513),
             (MC + 5, 4200, 1000),
@@ -353,13 +355,13 @@ mod tests {
             .iter()
             .filter(|&&(m, n, k)| small::fits::<T>(m, n, k, false));
         let expected = if small::fits::<T>(1, 1, 1, false) {
-            5
+            6
         } else {
             0
         };
         assert_eq!(small.count(), expected);
         for (index, &(m, n, k)) in sizes.iter().enumerate() {
-            let parallel = index >= 5;
+            let parallel = index >= 6;
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a: Vec<T> = (0..m * k)
                     .map(|i| T::from_f64(((i * 37 % 101) as f64 - 50.0) / 25.0))
@@ -369,17 +371,20 @@ mod tests {
                     .collect();
                 let av = MatRef::new(&a, if ta { m } else { k }, ta);
                 let bv = MatRef::new(&b, if tb { k } else { n }, tb);
-                // Accumulated onto ones, and written over nothing with a bias.
+                // Accumulated onto ones, and written over nothing with a bias
+                // and without.
                 let mut c = vec![T::one(); m * n];
                 gemm(m, n, k, av, bv, &mut c, parallel);
                 let bias: Vec<T> = (0..n).map(|j| T::from_f64(j as f64 - 3.5)).collect();
                 let fresh = gemm_new(m, n, k, av, bv, Some(&bias), parallel);
+                let plain = gemm_new(m, n, k, av, bv, None, parallel);
                 let want = naive(m, n, k, av, bv);
                 let scale = 4.0 * k as f64;
                 for (at, &y) in want.iter().enumerate() {
                     let got = [
                         Element::to_f64(c[at]) - 1.0,
                         Element::to_f64(fresh[at]) - Element::to_f64(bias[at % n]),
+                        Element::to_f64(plain[at]),
                     ];
                     for x in got {
                         assert!(

@@ -64,13 +64,88 @@ pub(super) fn multiply<T: ScratchElement>(
         )
     };
     let job = Job { m, n, k, a, ldc };
+    // A few columns past the last whole vector go as dot products when A's
+    // rows and Bᵀ's are contiguous (attention's `q·kᵀ` and `go·vᵀ`: 50
+    // columns would pad to 64, and a quarter of the FMAs would add zeros).
+    let whole = n / 16 * 16;
+    let dots = whole > 0 && n - whole <= MAX_DOT_COLUMNS && a.col_stride == 1 && b.row_stride == 1;
+    let vectors = if dots { n / 16 } else { n.div_ceil(16) };
+    let vector_job = Job {
+        n: if dots { whole } else { n },
+        ..job
+    };
     #[cfg(target_arch = "x86_64")]
-    match n.div_ceil(16) {
+    match vectors {
         // SAFETY: `fits` checked that this CPU has AVX-512.
-        1 => unsafe { with_width::<1>(job, b, c, bias) },
-        2 => unsafe { with_width::<2>(job, b, c, bias) },
-        3 => unsafe { with_width::<3>(job, b, c, bias) },
-        _ => unsafe { with_width::<4>(job, b, c, bias) },
+        1 => unsafe { with_width::<1>(vector_job, b, c, bias) },
+        2 => unsafe { with_width::<2>(vector_job, b, c, bias) },
+        3 => unsafe { with_width::<3>(vector_job, b, c, bias) },
+        _ => unsafe { with_width::<4>(vector_job, b, c, bias) },
+    }
+    #[cfg(target_arch = "x86_64")]
+    if dots && whole < n {
+        // SAFETY: as above; A's and Bᵀ's rows are contiguous (checked).
+        unsafe { dot_columns(job, whole, b, c, bias) }
+    }
+}
+
+/// The most columns past the last whole vector that go by dot products.
+const MAX_DOT_COLUMNS: usize = 4;
+
+/// Columns `from..n` of C (at most [`MAX_DOT_COLUMNS`]), each element the
+/// dot product of A's row and Bᵀ's row over k, 16 lanes at a time, then
+/// added to C or written over it plus the bias, as [`row_sums`] does.
+///
+/// # Safety
+/// The CPU must have AVX-512; A's and Bᵀ's rows must be contiguous
+/// (`a.col_stride == 1`, `b.row_stride == 1`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_columns(
+    job: Job,
+    from: usize,
+    b: MatRef<f32>,
+    c: &mut [MaybeUninit<f32>],
+    bias: Option<Option<&[f32]>>,
+) {
+    use std::arch::x86_64::*;
+    let Job { m, n, k, a, ldc } = job;
+    let columns = n - from;
+    assert!(a.col_stride == 1 && b.row_stride == 1 && columns <= MAX_DOT_COLUMNS);
+    if m == 0 || k == 0 || columns == 0 {
+        return;
+    }
+    assert!((m - 1) * a.row_stride + k <= a.data.len());
+    assert!((n - 1) * b.col_stride + k <= b.data.len());
+    assert!(c.len() >= (m - 1) * ldc + n);
+    assert!(bias.flatten().is_none_or(|bias| bias.len() >= n));
+    let chunks = k.div_ceil(16);
+    let last_lanes = k - 16 * (chunks - 1);
+    let c = c.as_mut_ptr() as *mut f32;
+    for i in 0..m {
+        let a_row = a.data.as_ptr().add(i * a.row_stride);
+        let mut sums = [_mm512_setzero_ps(); MAX_DOT_COLUMNS];
+        for chunk in 0..chunks {
+            let lanes = if chunk + 1 == chunks { last_lanes } else { 16 };
+            let mask = ((1u32 << lanes) - 1) as __mmask16;
+            // Inside the bounds asserted above: k steps 16·chunk.. of
+            // lanes, rows i of A and from + t of Bᵀ.
+            let a_values = _mm512_maskz_loadu_ps(mask, a_row.add(16 * chunk));
+            for (t, sum) in sums.iter_mut().enumerate().take(columns) {
+                let b_row = b.data.as_ptr().add((from + t) * b.col_stride);
+                let b_values = _mm512_maskz_loadu_ps(mask, b_row.add(16 * chunk));
+                *sum = _mm512_fmadd_ps(a_values, b_values, *sum);
+            }
+        }
+        for (t, &sum) in sums.iter().enumerate().take(columns) {
+            let (j, dot) = (from + t, _mm512_reduce_add_ps(sum));
+            let at = c.add(i * ldc + j);
+            at.write(match bias {
+                None => *at + dot,
+                Some(Some(bias)) => dot + bias[j],
+                Some(None) => dot,
+            });
+        }
     }
 }
 
