@@ -33,6 +33,7 @@ mod kernels;
 mod pack;
 mod small;
 mod split;
+mod transposed;
 
 use self::blocked::blocked;
 use self::kernels::Portable;
@@ -298,9 +299,27 @@ fn multiply<T: GemmElement>(
     parallel: bool,
 ) {
     PRODUCT_FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
+    dispatch(m, n, k, a, b, c, ldc, parallel);
+}
+
+/// Runs the product on the path its shape wants: small, transposed or
+/// blocked.
+#[allow(clippy::too_many_arguments)]
+fn dispatch<T: GemmElement>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: Output<T>,
+    ldc: usize,
+    parallel: bool,
+) {
     let isa = detect_isa();
     if small::fits::<T>(m, n, k, parallel) {
         small::multiply(m, n, k, a, b, c, ldc);
+    } else if transposed::pays(m, n, k, &a, &b, parallel) {
+        transposed::multiply(m, n, k, a, b, c, ldc, parallel);
     } else {
         T::blocked_for(isa)(isa, m, n, k, a, b, c, ldc, parallel);
     }
@@ -336,6 +355,9 @@ mod tests {
             assert!(k > KC && (n + widest_panel) * k * size <= RESIDENT_B_BYTES);
         }
         assert!(4200 * 1000 * size > RESIDENT_B_BYTES);
+        let (a_t, b_rows): (MatRef<T>, MatRef<T>) =
+            (MatRef::new(&[], 40, true), MatRef::new(&[], 100, false));
+        assert!(transposed::pays(40, 100, 1100, &a_t, &b_rows, true));
         // The first six run on one thread: through the small-product path
         // where it applies (f32 on AVX-512; each width of its padded rows,
         // n up to 16, 32, 48, 64; 1, 2 and 4 columns past a whole vector by
@@ -350,6 +372,8 @@ mod tests {
             (97, 45, 300),
             (200, 17, 513),
             (MC + 5, 4200, 1000),
+            // Through its transpose when A is transposed and B is not.
+            (40, 100, 1100),
         ];
         let small = sizes
             .iter()
