@@ -1,0 +1,187 @@
+//! The gemm's tests: every path (small, blocked, transposed; B packed
+//! whole or a k block at a time; each micro-kernel's tile) against a naive
+//! loop, and the thread split's bits.
+
+use super::split::Split;
+use super::*;
+use crate::Element;
+
+fn naive<T: Element>(m: usize, n: usize, k: usize, a: MatRef<T>, b: MatRef<T>) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k)
+                .map(|p| Element::to_f64(a.at(i, p)) * Element::to_f64(b.at(p, j)))
+                .sum();
+        }
+    }
+    c
+}
+
+/// Every layout at sizes that leave partial panels and k blocks. The error
+/// allowed is `tolerance` times 4k, the bound on Σ|a·b| (|a|, |b| ≤ 2),
+/// which sets the scale of the rounding. Both orders of the k blocks run:
+/// B packed whole (the sizes with several k blocks and a small B), and B
+/// packed one k block at a time (the last size).
+fn check<T: GemmElement>(tolerance: f64) {
+    let size = std::mem::size_of::<T>();
+    let widest_panel = 32;
+    for &(_, n, k) in &[(97, 45, 300), (200, 17, 513)] {
+        assert!(k > KC && (n + widest_panel) * k * size <= RESIDENT_B_BYTES);
+    }
+    assert!(4200 * 1000 * size > RESIDENT_B_BYTES);
+    let (a_t, b_rows): (MatRef<T>, MatRef<T>) =
+        (MatRef::new(&[], 40, true), MatRef::new(&[], 100, false));
+    assert!(transposed::pays(40, 100, 1100, &a_t, &b_rows, true));
+    // The first six run on one thread: through the small-product path
+    // where it applies (f32 on AVX-512; each width of its padded rows,
+    // n up to 16, 32, 48, 64; 1, 2 and 4 columns past a whole vector by
+    // dot products when B is transposed), else through the blocked one.
+    let sizes = [
+        (1, 1, 1),
+        (7, 33, 5),
+        (50, 50, 64),
+        (10, 64, 10),
+        (127, 16, 128),
+        (20, 36, 70),
+        (97, 45, 300),
+        (200, 17, 513),
+        (MC + 5, 4200, 1000),
+        // Through its transpose when A is transposed and B is not.
+        (40, 100, 1100),
+    ];
+    let small = sizes
+        .iter()
+        .filter(|&&(m, n, k)| small::fits::<T>(m, n, k, false));
+    let expected = if small::fits::<T>(1, 1, 1, false) {
+        6
+    } else {
+        0
+    };
+    assert_eq!(small.count(), expected);
+    for (index, &(m, n, k)) in sizes.iter().enumerate() {
+        let parallel = index >= 6;
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a: Vec<T> = (0..m * k)
+                .map(|i| T::from_f64(((i * 37 % 101) as f64 - 50.0) / 25.0))
+                .collect();
+            let b: Vec<T> = (0..k * n)
+                .map(|i| T::from_f64(((i * 53 % 97) as f64 - 48.0) / 24.0))
+                .collect();
+            let av = MatRef::new(&a, if ta { m } else { k }, ta);
+            let bv = MatRef::new(&b, if tb { k } else { n }, tb);
+            // Accumulated onto ones, and written over nothing with a bias
+            // and without.
+            let mut c = vec![T::one(); m * n];
+            gemm(m, n, k, av, bv, &mut c, parallel);
+            let bias: Vec<T> = (0..n).map(|j| T::from_f64(j as f64 - 3.5)).collect();
+            let fresh = gemm_new(m, n, k, av, bv, Some(&bias), parallel);
+            let plain = gemm_new(m, n, k, av, bv, None, parallel);
+            let want = naive(m, n, k, av, bv);
+            let scale = 4.0 * k as f64;
+            for (at, &y) in want.iter().enumerate() {
+                let got = [
+                    Element::to_f64(c[at]) - 1.0,
+                    Element::to_f64(fresh[at]) - Element::to_f64(bias[at % n]),
+                    Element::to_f64(plain[at]),
+                ];
+                for x in got {
+                    assert!(
+                        (x - y).abs() < tolerance * scale,
+                        "{m}x{n}x{k} {ta} {tb}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matches_a_naive_loop_at_awkward_sizes_and_transposes() {
+    check::<f64>(1e-14);
+}
+
+/// f32 goes through the explicit-SIMD micro-kernel of this CPU.
+#[test]
+fn f32_matches_a_naive_loop_too() {
+    check::<f32>(1e-6);
+}
+
+/// Sixteen threads cut products with few row blocks into column chunks
+/// too (`split.rs`), and the cut changes no bit: each element sums the
+/// same terms in the same order on one thread. B both packed whole and
+/// one k block at a time; added to C, and written over it with a bias.
+#[test]
+fn column_chunks_on_many_threads_give_one_threads_bits() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(16)
+        .build()
+        .unwrap();
+    for (m, n, k) in [(192, 200, 300), (130, 97, 700), (MC + 5, 4200, 1000)] {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0)
+            .collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 - 3.5).collect();
+        let (av, bv) = (MatRef::new(&a, m, true), MatRef::new(&b, n, false));
+        let run = |parallel: bool| {
+            let mut c = vec![1.0f32; m * n];
+            gemm(m, n, k, av, bv, &mut c, parallel);
+            (c, gemm_new(m, n, k, av, bv, Some(&bias), parallel))
+        };
+        let one_thread = run(false);
+        // Every f32 kernel's tile (AVX-512, AVX2, portable) is cut.
+        for (mr, nr) in [(8, 32), (6, 16), (4, 8)] {
+            assert!(Split::plan(m, n.div_ceil(nr), nr, mr, MC, 16).panels < n.div_ceil(nr));
+        }
+        assert!(one_thread == pool.install(|| run(true)), "{m}x{n}x{k}");
+    }
+}
+
+/// With nothing to multiply, a new product is its bias, or zeros.
+#[test]
+fn an_empty_product_is_its_bias() {
+    let (a, b) = (
+        MatRef::new(&[] as &[f32], 0, false),
+        MatRef::new(&[] as &[f32], 2, false),
+    );
+    assert_eq!(
+        gemm_new(3, 2, 0, a, b, Some(&[1.0, 2.0]), true),
+        [1.0, 2.0].repeat(3)
+    );
+    assert_eq!(gemm_new(3, 2, 0, a, b, None, true), vec![0.0; 6]);
+}
+
+/// With a leading dimension wider than n, C is a block of columns of a
+/// wider matrix: the product is added to those columns (across several
+/// row blocks, on threads) and every element between them is untouched.
+#[test]
+fn a_strided_c_gets_only_its_own_columns() {
+    // Blocked, on threads; then small, on one.
+    for (m, parallel) in [(2 * MC + 7, true), (13, false)] {
+        strided_c(m, parallel);
+    }
+}
+
+fn strided_c(m: usize, parallel: bool) {
+    let (n, k, ldc, first) = (13, 40, 29, 5);
+    let a: Vec<f64> = (0..m * k).map(|i| (i % 7) as f64 - 3.0).collect();
+    let b: Vec<f64> = (0..k * n).map(|i| (i % 5) as f64 - 2.0).collect();
+    let (av, bv) = (MatRef::new(&a, k, false), MatRef::new(&b, n, false));
+    let sentinel = |i: usize| -1000.0 - i as f64;
+    let mut wide: Vec<f64> = (0..m * ldc).map(sentinel).collect();
+    let end = first + (m - 1) * ldc + n;
+    gemm_strided(m, n, k, av, bv, &mut wide[first..end], ldc, parallel);
+    let want = naive(m, n, k, av, bv);
+    for (at, &x) in wide.iter().enumerate() {
+        let (i, j) = (at / ldc, (at % ldc).wrapping_sub(first));
+        let expected = if j < n {
+            sentinel(at) + want[i * n + j]
+        } else {
+            sentinel(at)
+        };
+        assert_eq!(x, expected, "row {i}, column {}", at % ldc);
+    }
+}
