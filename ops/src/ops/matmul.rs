@@ -39,7 +39,7 @@ fn matmul_kernel<T: GemmElement>(
     let one = |(i, c_i): (usize, &mut [MaybeUninit<T>]), parallel: bool| {
         let a_i = MatRef::new(&a[i * m * k..(i + 1) * m * k], a_cols, ta);
         let b_i = MatRef::new(&b[i * k * n..(i + 1) * k * n], b_cols, tb);
-        gemm_write(m, n, k, a_i, b_i, c_i, parallel);
+        gemm_write(m, n, k, a_i, b_i, None, c_i, parallel);
     };
     let blocks = &mut c.spare_capacity_mut()[..batch * m * n];
     if m * n > 0 && batch >= rayon::current_num_threads() {

@@ -242,48 +242,52 @@ pub fn gemm_new<T: GemmElement>(
     bias: Option<&[T]>,
     parallel: bool,
 ) -> Vec<T> {
-    if let Some(bias) = bias {
-        assert_eq!(bias.len(), n, "the bias must have n values");
-    }
-    if k == 0 || m == 0 || n == 0 {
-        return match bias {
-            Some(bias) => bias.repeat(m),
-            None => vec![T::zero(); m * n],
-        };
-    }
     let mut c = Vec::with_capacity(m * n);
-    multiply(
+    gemm_write(
         m,
         n,
         k,
         a,
         b,
-        Output::Overwrite(&mut c.spare_capacity_mut()[..m * n], bias),
-        n,
+        bias,
+        &mut c.spare_capacity_mut()[..m * n],
         parallel,
     );
-    // SAFETY: with k > 0 the first k block wrote each of the m·n elements.
+    // SAFETY: `gemm_write` wrote each of the m·n elements.
     unsafe { c.set_len(m * n) };
     c
 }
 
-/// `C = A·B` into a row-major `m × n` C that may hold anything (one entry
-/// of a batch's fresh output, say): every element is written, never read.
+/// `C = A·B + bias` into a row-major `m × n` C that may hold anything (a
+/// fresh buffer, or one entry of a batch's): every element is written,
+/// never read.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_write<T: GemmElement>(
     m: usize,
     n: usize,
     k: usize,
     a: MatRef<T>,
     b: MatRef<T>,
+    bias: Option<&[T]>,
     c: &mut [MaybeUninit<T>],
     parallel: bool,
 ) {
     assert_eq!(c.len(), m * n, "C must be m×n");
-    if k == 0 {
-        c.fill(MaybeUninit::new(T::zero()));
-    } else if m > 0 && n > 0 {
-        multiply(m, n, k, a, b, Output::Overwrite(c, None), n, parallel);
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "the bias must have n values");
     }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in c.chunks_exact_mut(n) {
+            for (j, slot) in row.iter_mut().enumerate() {
+                slot.write(bias.map_or(T::zero(), |bias| bias[j]));
+            }
+        }
+        return;
+    }
+    multiply(m, n, k, a, b, Output::Overwrite(c, bias), n, parallel);
 }
 
 /// Counts the product's operations and runs the blocked multiply with this

@@ -68,7 +68,10 @@ pub(super) fn multiply<T: ScratchElement>(
     // rows and Bᵀ's are contiguous (attention's `q·kᵀ` and `go·vᵀ`: 50
     // columns would pad to 64, and a quarter of the FMAs would add zeros).
     let whole = n / 16 * 16;
-    let dots = whole > 0 && n - whole <= MAX_DOT_COLUMNS && a.col_stride == 1 && b.row_stride == 1;
+    let dots = whole > 0
+        && (1..=MAX_DOT_COLUMNS).contains(&(n - whole))
+        && a.col_stride == 1
+        && b.row_stride == 1;
     let vectors = if dots { n / 16 } else { n.div_ceil(16) };
     let vector_job = Job {
         n: if dots { whole } else { n },
@@ -83,7 +86,7 @@ pub(super) fn multiply<T: ScratchElement>(
         _ => unsafe { with_width::<4>(vector_job, b, c, bias) },
     }
     #[cfg(target_arch = "x86_64")]
-    if dots && whole < n {
+    if dots {
         // SAFETY: as above; A's and Bᵀ's rows are contiguous (checked).
         unsafe { dot_columns(job, whole, b, c, bias) }
     }

@@ -84,16 +84,13 @@ fn write_back<T: GemmElement>(
             let height = ROWS_PER_TASK.min(m - i0);
             for (j, column) in transposed.chunks_exact(m).enumerate() {
                 let column = &column[i0..i0 + height];
-                let offset = match bias {
-                    Some(Some(bias)) => bias[j],
-                    _ => T::zero(),
-                };
                 for (r, &value) in column.iter().enumerate() {
                     let slot = &mut rows[r * ldc + j];
                     let value = match bias {
                         // SAFETY: `Accumulate` lends an initialised C.
                         None => (unsafe { slot.assume_init_read() }) + value,
-                        Some(_) => value + offset,
+                        Some(Some(bias)) => value + bias[j],
+                        Some(None) => value,
                     };
                     slot.write(value);
                 }
