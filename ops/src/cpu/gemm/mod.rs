@@ -8,9 +8,11 @@
 //! The classic BLIS structure: `C[m×n] += A[m×k]·B[k×n]` is cut into blocks of
 //! `KC` along k and at most `MC` rows of C. For each k block, B is packed once
 //! into panels of `NR` columns; each row block (one rayon task, or several
-//! when it is cut into column chunks too: `split.rs`) packs its slice of A
-//! into panels of `MR` rows and runs a register-tiled micro-kernel that keeps an
-//! `MR×NR` tile of C in vector registers for the whole k block. Operands are
+//! when it is cut into column chunks too: `split.rs`) runs a register-tiled
+//! micro-kernel over its rows of A, `MR` at a time, that keeps an `MR×NR`
+//! tile of C in vector registers for the whole k block. Those rows are read
+//! where they lie when their k steps or their rows are contiguous, and
+//! packed into panels first otherwise (`blocked::AReads`). Operands are
 //! read through (row stride, column stride), so transposed inputs cost nothing
 //! beyond a different packing walk. When B is small enough to stay in cache
 //! packed whole (`RESIDENT_B_BYTES`), it is packed once for every k block

@@ -157,8 +157,8 @@ unsafe fn transpose_8x8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64
 /// Packs rows `r0..r0+rows` of `x`, columns `k0..k0+kc`, into
 /// `rows.div_ceil(width)` panels as [`pack_panel`] does each, for an `x`
 /// whose rows are contiguous in memory along k's stride (a transposed
-/// operand, such as the output gradient in a weight gradient `gᵀ·x`, or
-/// the Bᵀ of a row-major B, such as that product's activations). It
+/// operand: the Bᵀ of a row-major B, such as a weight gradient's
+/// activations, or an A that `AReads` does not read in place). It
 /// walks k outermost, reading each k's `rows` values in one run: panel by
 /// panel, the same bytes came in as one short piece per k from rows a
 /// thousand floats apart, and the weight gradients spent a fifth of their

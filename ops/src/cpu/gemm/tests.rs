@@ -33,6 +33,9 @@ fn check<T: GemmElement>(tolerance: f64) {
     let (a_t, b_rows): (MatRef<T>, MatRef<T>) =
         (MatRef::new(&[], 40, true), MatRef::new(&[], 100, false));
     assert!(transposed::pays(40, 100, 1100, &a_t, &b_rows, true));
+    let a_4k: MatRef<T> = MatRef::new(&[], 1024, true);
+    assert!(blocked::AReads::of(&a_4k) == blocked::AReads::Packed);
+    assert!(blocked::AReads::of(&a_t) == blocked::AReads::InPlace);
     // The first six run on one thread: through the small-product path
     // where it applies (f32 on AVX-512; each width of its padded rows,
     // n up to 16, 32, 48, 64; 1, 2 and 4 columns past a whole vector by
@@ -47,6 +50,9 @@ fn check<T: GemmElement>(tolerance: f64) {
         (97, 45, 300),
         (200, 17, 513),
         (MC + 5, 4200, 1000),
+        // A transposed with 4 KiB between its k steps: packed, not read in
+        // place (`AReads`).
+        (1024, 9, 40),
         // Through its transpose when A is transposed and B is not.
         (40, 100, 1100),
     ];
