@@ -113,6 +113,60 @@ pub fn for_each_row<T: Element>(
     }
 }
 
+/// `len` elements of fresh memory, for kernels that write each of them
+/// (then [`assume_written`]): no zeroing pass first.
+pub fn unwritten<T>(len: usize) -> Vec<MaybeUninit<T>> {
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` needs no initialisation.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// The elements of an [`unwritten`] vector, once each has been written.
+///
+/// # Safety
+/// Every element of `v` must have been written.
+pub unsafe fn assume_written<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, so the allocation is the
+    // same; the elements are initialised (the caller's promise).
+    Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity())
+}
+
+/// A vector of `len` elements written row by row: `fill(r, row)` writes row
+/// `r` (`row_len` elements), in parallel when the total is large, as
+/// [`for_each_row`] runs. Nothing is written first: the zeroing pass that
+/// [`zeroed`] makes was a third of a row-wise op's memory traffic (a
+/// step's activations are tens of megabytes each).
+///
+/// # Safety
+/// `fill` must write every element of each row it is given.
+pub unsafe fn new_rows<T: Element>(
+    len: usize,
+    row_len: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    if row_len > 0 {
+        let spare = &mut out.spare_capacity_mut()[..len];
+        let run = |(r, row): (usize, &mut [MaybeUninit<T>])| vectorised(|| fill(r, row));
+        if len >= PARALLEL_MIN_ELEMENTS {
+            let rows_per_task = (PARALLEL_MIN_ELEMENTS / 8 / row_len).max(1);
+            spare
+                .par_chunks_mut(row_len)
+                .with_min_len(rows_per_task)
+                .enumerate()
+                .for_each(run);
+        } else {
+            spare.chunks_mut(row_len).enumerate().for_each(run);
+        }
+    }
+    // SAFETY: `fill` wrote every element of every row (the caller's
+    // promise); with rows of no elements, `len` is 0 or the rows are empty.
+    out.set_len(if row_len > 0 { len } else { 0 });
+    out
+}
+
 /// `Tensor` of `f(x)` for every element `x` of `$t`; inside `f`, `T` is the element type.
 #[macro_export]
 macro_rules! map_elements {

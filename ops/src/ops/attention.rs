@@ -14,9 +14,12 @@
 //! On a GPU the same rules run in the fused kernels of `gpu::attention`,
 //! which save each query's log-sum-exp instead of P and recompute P from it.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
-use crate::cpu::gemm::{gemm_new, gemm_strided, GemmElement, MatRef};
+use crate::cpu::gemm::{gemm_new, gemm_write_strided, GemmElement, MatRef};
+use crate::cpu::{assume_written, unwritten};
 use crate::error::shape_err;
 use crate::gpu::{self, AttentionDims, AttentionLayout, AttentionSaved};
 use crate::ops::softmax::softmax_row;
@@ -42,14 +45,15 @@ pub(crate) struct Entry<'a, T> {
 }
 
 /// The forward pass of one entry: writes the probabilities `P [n, m]` and
-/// adds `P·V` to the `[n, e]` output whose rows lie `ldo` apart in `out`.
+/// `P·V` into the `[n, e]` output whose rows lie `ldo` apart in `out`
+/// (neither is read first, so neither is zeroed).
 pub(crate) fn forward_entry<T: GemmElement>(
     x: Entry<T>,
     dims: Dims,
     scale: T,
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
     ldo: usize,
-    probs: &mut [T],
+    probs: &mut [MaybeUninit<T>],
 ) {
     let Dims { n, m, d, e } = dims;
     let mut scores = gemm_new(n, m, d, x.q, x.k.transposed(), None, false);
@@ -59,7 +63,9 @@ pub(crate) fn forward_entry<T: GemmElement>(
             softmax_row(s_row, p_row, false);
         }
     });
-    gemm_strided(n, e, m, MatRef::new(probs, m, false), x.v, out, ldo, false);
+    // SAFETY: `softmax_row` wrote every row of the n·m probabilities.
+    let probs = unsafe { &*(probs as *const [MaybeUninit<T>] as *const [T]) };
+    gemm_write_strided(n, e, m, MatRef::new(probs, m, false), x.v, out, ldo, false);
 }
 
 /// Which of an entry's three operands (or their gradients); the number is
@@ -72,13 +78,14 @@ pub(crate) enum Part {
 }
 
 /// Where one entry's gradients go. Each is lent in turn, as the output of a
-/// product with its leading dimension, so the three may share one buffer.
+/// product with its leading dimension, so the three may share one buffer;
+/// each is written whole, never read.
 pub(crate) trait GradTargets<T> {
-    fn lend(&mut self, part: Part) -> (&mut [T], usize);
+    fn lend(&mut self, part: Part) -> (&mut [MaybeUninit<T>], usize);
 }
 
 /// The backward pass of one entry, from its probabilities `p [n, m]` and the
-/// output gradient `go [n, e]`: adds dQ, dK and dV to the (zeroed) targets.
+/// output gradient `go [n, e]`: writes dQ, dK and dV into the targets.
 pub(crate) fn backward_entry<T: GemmElement>(
     x: Entry<T>,
     p: &[T],
@@ -90,7 +97,7 @@ pub(crate) fn backward_entry<T: GemmElement>(
     let Dims { n, m, d, e } = dims;
     let p_view = MatRef::new(p, m, false);
     let (dv, ld) = targets.lend(Part::V);
-    gemm_strided(m, e, n, p_view.transposed(), go, dv, ld, false);
+    gemm_write_strided(m, e, n, p_view.transposed(), go, dv, ld, false);
     let mut ds = gemm_new(n, m, e, go, x.v.transposed(), None, false);
     crate::cpu::vectorised(|| {
         for (ds_row, p_row) in ds.chunks_exact_mut(m).zip(p.chunks_exact(m)) {
@@ -102,9 +109,9 @@ pub(crate) fn backward_entry<T: GemmElement>(
     });
     let ds_view = MatRef::new(&ds, m, false);
     let (dq, ld) = targets.lend(Part::Q);
-    gemm_strided(n, d, m, ds_view, x.k, dq, ld, false);
+    gemm_write_strided(n, d, m, ds_view, x.k, dq, ld, false);
     let (dk, ld) = targets.lend(Part::K);
-    gemm_strided(m, d, n, ds_view.transposed(), x.q, dk, ld, false);
+    gemm_write_strided(m, d, n, ds_view.transposed(), x.q, dk, ld, false);
 }
 
 /// The contiguous `[.., rows, width]` operands of [`Tensor::attention`]: entry
@@ -127,26 +134,26 @@ fn forward<T: GemmElement>(
     scale: f64,
 ) -> (Vec<T>, Vec<T>) {
     let Dims { n, m, e, .. } = dims;
-    let mut out = crate::cpu::zeroed::<T>(batch * n * e);
-    let mut probs = crate::cpu::zeroed::<T>(batch * n * m);
+    let (mut out, mut probs) = (unwritten(batch * n * e), unwritten(batch * n * m));
     let scale = T::from_f64(scale);
     out.par_chunks_mut(n * e)
         .zip(probs.par_chunks_mut(n * m))
         .enumerate()
         .for_each(|(b, (o, p))| forward_entry(entry(q, k, v, b, dims), dims, scale, o, e, p));
-    (out, probs)
+    // SAFETY: each entry wrote its whole block of the output and of the probabilities.
+    unsafe { (assume_written(out), assume_written(probs)) }
 }
 
 /// Separate contiguous gradients of q, k and v, one entry's block of each.
 struct Separate<'a, T> {
-    dq: &'a mut [T],
-    dk: &'a mut [T],
-    dv: &'a mut [T],
+    dq: &'a mut [MaybeUninit<T>],
+    dk: &'a mut [MaybeUninit<T>],
+    dv: &'a mut [MaybeUninit<T>],
     dims: Dims,
 }
 
 impl<T> GradTargets<T> for Separate<'_, T> {
-    fn lend(&mut self, part: Part) -> (&mut [T], usize) {
+    fn lend(&mut self, part: Part) -> (&mut [MaybeUninit<T>], usize) {
         match part {
             Part::Q => (&mut *self.dq, self.dims.d),
             Part::K => (&mut *self.dk, self.dims.d),
@@ -177,9 +184,9 @@ fn backward<T: GemmElement>(
         s.probs.data::<T>()?,
         g.data::<T>()?,
     );
-    let mut dq = crate::cpu::zeroed::<T>(batch * n * d);
-    let mut dk = crate::cpu::zeroed::<T>(batch * m * d);
-    let mut dv = crate::cpu::zeroed::<T>(batch * m * e);
+    let mut dq = unwritten(batch * n * d);
+    let mut dk = unwritten(batch * m * d);
+    let mut dv = unwritten(batch * m * e);
     let scale = T::from_f64(scale);
     dq.par_chunks_mut(n * d)
         .zip(dk.par_chunks_mut(m * d))
@@ -191,6 +198,8 @@ fn backward<T: GemmElement>(
             let x = entry(q, k, v, b, dims);
             backward_entry(x, &p[b * n * m..][..n * m], go, dims, scale, &mut targets);
         });
+    // SAFETY: each entry's backward pass wrote its whole block of each.
+    let (dq, dk, dv) = unsafe { (assume_written(dq), assume_written(dk), assume_written(dv)) };
     Ok(vec![
         Some(Tensor::from_vec(dq, s.q.shape())?),
         Some(Tensor::from_vec(dk, s.k.shape())?),

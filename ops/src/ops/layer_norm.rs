@@ -6,6 +6,8 @@
 //! and 1/σ, and the weight. Backward, with `x̂ = (x − μ)/σ` and `h = g·γ`:
 //! `dx = (h − mean(h) − x̂·mean(h·x̂)) / σ`, `dγ = Σ_rows g·x̂`, `dβ = Σ_rows g`.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::cpu::{combine_lanes, lane_sum};
@@ -63,8 +65,7 @@ struct Saved {
 fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Tensor>>> {
     let (x, gv, w) = (s.x.data::<T>()?, g.data::<T>()?, s.weight.data::<T>()?);
     let rows = x.len() / d;
-    let mut dx = crate::cpu::zeroed::<T>(x.len());
-    crate::cpu::for_each_row(&mut dx, d, |r, out| {
+    let dx_row = |r: usize, out: &mut [MaybeUninit<T>]| {
         let (xr, gr) = (&x[r * d..(r + 1) * d], &gv[r * d..(r + 1) * d]);
         let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
         let (sum_h, sum_hx) = sums_of_h_and_h_xhat(gr, w, xr, mean, rstd);
@@ -72,9 +73,11 @@ fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Te
         let (mean_h, mean_hx) = (sum_h * inv_d, sum_hx * inv_d);
         for j in 0..d {
             let xhat = (xr[j] - mean) * rstd;
-            out[j] = (gr[j] * w[j] - mean_h - xhat * mean_hx) * rstd;
+            out[j].write((gr[j] * w[j] - mean_h - xhat * mean_hx) * rstd);
         }
-    });
+    };
+    // SAFETY: `dx_row` writes each of its row's d elements.
+    let dx = unsafe { crate::cpu::new_rows(x.len(), d, dx_row) };
     // Parameter gradients: partial sums over blocks of rows, then combined.
     let block = 256;
     let partials: Vec<(Vec<T>, Vec<T>)> = (0..rows.div_ceil(block))
@@ -145,22 +148,25 @@ impl Tensor {
         let rows = self.numel() / d.max(1);
         let (out, mean, rstd) = with_dtype!(self.dtype(), T => {
             let (x, w, b) = (self.data::<T>()?, weight.data::<T>()?, bias.data::<T>()?);
-            let mut out = crate::cpu::zeroed::<T>(x.len());
+            // Written row by row below, never zeroed first.
+            let mut out = Vec::with_capacity(x.len());
             let mut stats = vec![(0.0, 0.0); rows];
-            let compute = |r: usize, row: &mut [T]| -> (f64, f64) {
+            let compute = |r: usize, row: &mut [MaybeUninit<T>]| -> (f64, f64) {
                 let xr = &x[r * d..(r + 1) * d];
                 let (mean, rstd) = row_stats(xr, eps);
                 for j in 0..d {
-                    row[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+                    row[j].write((xr[j] - mean) * rstd * w[j] + b[j]);
                 }
                 (mean.to_f64(), rstd.to_f64())
             };
             if d > 0 {
-                out.par_chunks_mut(d)
+                out.spare_capacity_mut()[..x.len()].par_chunks_mut(d)
                     .zip(stats.par_iter_mut())
                     .enumerate()
                     .with_min_len(64)
                     .for_each(|(r, (row, st))| *st = crate::cpu::vectorised(|| compute(r, row)));
+                // SAFETY: `compute` wrote each row's d elements, x.len() in all.
+                unsafe { out.set_len(x.len()) };
             }
             let (mean, rstd): (Vec<f64>, Vec<f64>) = stats.into_iter().unzip();
             (Tensor::from_vec(out, self.shape())?, mean, rstd)

@@ -22,9 +22,12 @@
 //! Saves the input and the probabilities (`[.., h, t, t]`). On a GPU the fused
 //! kernels of `gpu::attention` read and write the packed layouts the same way.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{GemmElement, MatRef};
+use crate::cpu::{assume_written, unwritten};
 use crate::error::shape_err;
 use crate::gpu::{self, AttentionDims, AttentionLayout, AttentionSaved};
 use crate::ops::attention::{backward_entry, forward_entry, Dims, Entry, GradTargets, Part};
@@ -83,8 +86,8 @@ impl Packing {
 
 fn forward<T: GemmElement>(qkv: &[T], p: Packing, scale: f64) -> (Vec<T>, Vec<T>) {
     let (t, h, model) = (p.tokens, p.heads, p.model());
-    let mut out = crate::cpu::zeroed::<T>(p.images * t * model);
-    let mut probs = crate::cpu::zeroed::<T>(p.images * h * t * t);
+    let mut out = unwritten(p.images * t * model);
+    let mut probs = unwritten(p.images * h * t * t);
     let scale = T::from_f64(scale);
     out.par_chunks_mut(t * model)
         .zip(probs.par_chunks_mut(h * t * t))
@@ -95,18 +98,20 @@ fn forward<T: GemmElement>(qkv: &[T], p: Packing, scale: f64) -> (Vec<T>, Vec<T>
                 forward_entry(p.head(qkv, head), p.dims(), scale, out, model, probs);
             }
         });
-    (out, probs)
+    // SAFETY: the heads of each image wrote every column of its output rows
+    // and its whole block of probabilities.
+    unsafe { (assume_written(out), assume_written(probs)) }
 }
 
 /// One head's gradients, each its columns of the image's packed `[t, 3·h·c]` block.
 struct Packed<'a, T> {
-    block: &'a mut [T],
+    block: &'a mut [MaybeUninit<T>],
     packing: Packing,
     head: usize,
 }
 
 impl<T> GradTargets<T> for Packed<'_, T> {
-    fn lend(&mut self, part: Part) -> (&mut [T], usize) {
+    fn lend(&mut self, part: Part) -> (&mut [MaybeUninit<T>], usize) {
         let p = self.packing;
         let row = 3 * p.model();
         let span = p.span(row, p.column(part, self.head));
@@ -123,7 +128,7 @@ fn backward<T: GemmElement>(
 ) -> Result<Vec<Option<Tensor>>> {
     let (t, h, model) = (p.tokens, p.heads, p.model());
     let (x, probs, go) = (qkv.data::<T>()?, probs.data::<T>()?, g.data::<T>()?);
-    let mut dqkv = crate::cpu::zeroed::<T>(x.len());
+    let mut dqkv = unwritten(x.len());
     let scale = T::from_f64(scale);
     dqkv.par_chunks_mut(3 * t * model)
         .zip(x.par_chunks(3 * t * model))
@@ -143,6 +148,8 @@ fn backward<T: GemmElement>(
                 backward_entry(p.head(x, head), probs, go, p.dims(), scale, &mut targets);
             }
         });
+    // SAFETY: each head wrote its q, k and v columns of every row: all of them.
+    let dqkv = unsafe { assume_written(dqkv) };
     Ok(vec![Some(Tensor::from_vec(dqkv, qkv.shape())?)])
 }
 

@@ -5,17 +5,26 @@
 //! saves only its output. Backward: softmax `dx = y·(g − Σ g·y)`; log-softmax
 //! `dx = g − eʸ·Σ g`.
 
+use std::mem::MaybeUninit;
+
 use crate::error::shape_err;
 use crate::{with_dtype, Element, Result, Tensor};
 
 /// Writes `softmax(row)` (or `log_softmax` when `log`) into `out`.
-pub(crate) fn softmax_row<T: Element>(x: &[T], out: &mut [T], log: bool) {
+pub(crate) fn softmax_row<T: Element>(x: &[T], out: &mut [MaybeUninit<T>], log: bool) {
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "a softmax row writes its whole output row"
+    );
     let max = x.iter().copied().fold(T::neg_infinity(), T::max);
     // Exponentials first, then their sum: the first loop has no carried
     // dependency, so it vectorises.
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - max).fast_exp();
+        o.write((v - max).fast_exp());
     }
+    // SAFETY: the loop above wrote every element (the lengths are equal).
+    let out = unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) };
     let sum: T = out.iter().copied().sum();
     if log {
         let log_sum = sum.ln() + max;
@@ -47,8 +56,8 @@ fn forward(t: &Tensor, n: usize, log: bool) -> Result<Tensor> {
     }
     with_dtype!(t.dtype(), T => {
         let x = t.data::<T>()?;
-        let mut out = crate::cpu::zeroed::<T>(x.len());
-        crate::cpu::for_each_row(&mut out, n, |r, row| softmax_row(&x[r * n..(r + 1) * n], row, log));
+        // SAFETY: `softmax_row` writes each whole row (n > 0 was checked).
+        let out = unsafe { crate::cpu::new_rows(x.len(), n, |r, row| softmax_row(&x[r * n..(r + 1) * n], row, log)) };
         Tensor::from_vec(out, t.shape())
     })
 }

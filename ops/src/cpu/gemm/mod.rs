@@ -275,6 +275,46 @@ pub fn gemm_write<T: GemmElement>(
     parallel: bool,
 ) {
     assert_eq!(c.len(), m * n, "C must be m×n");
+    write_strided(m, n, k, a, b, bias, c, n, parallel);
+}
+
+/// `C = A·B` into a C whose row i is `c[i·ldc..][..n]` and may hold
+/// anything (one head's columns of attention's fresh output, or of its
+/// gradient): C's elements are written, never read; the elements between
+/// rows are left as they are.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_write_strided<T: GemmElement>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: &mut [MaybeUninit<T>],
+    ldc: usize,
+    parallel: bool,
+) {
+    if m > 0 && n > 0 {
+        assert!(
+            ldc >= n && c.len() == (m - 1) * ldc + n,
+            "C must be m rows of n with leading dimension ldc"
+        );
+    }
+    write_strided(m, n, k, a, b, None, c, ldc, parallel);
+}
+
+/// [`gemm_write`] with C's rows `ldc` apart (sizes checked by the callers).
+#[allow(clippy::too_many_arguments)]
+fn write_strided<T: GemmElement>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    bias: Option<&[T]>,
+    c: &mut [MaybeUninit<T>],
+    ldc: usize,
+    parallel: bool,
+) {
     if let Some(bias) = bias {
         assert_eq!(bias.len(), n, "the bias must have n values");
     }
@@ -282,14 +322,14 @@ pub fn gemm_write<T: GemmElement>(
         return;
     }
     if k == 0 {
-        for row in c.chunks_exact_mut(n) {
-            for (j, slot) in row.iter_mut().enumerate() {
+        for i in 0..m {
+            for (j, slot) in c[i * ldc..][..n].iter_mut().enumerate() {
                 slot.write(bias.map_or(T::zero(), |bias| bias[j]));
             }
         }
         return;
     }
-    multiply(m, n, k, a, b, Output::Overwrite(c, bias), n, parallel);
+    multiply(m, n, k, a, b, Output::Overwrite(c, bias), ldc, parallel);
 }
 
 /// Counts the product's operations and runs the blocked multiply with this

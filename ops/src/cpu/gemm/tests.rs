@@ -161,33 +161,54 @@ fn an_empty_product_is_its_bias() {
 }
 
 /// With a leading dimension wider than n, C is a block of columns of a
-/// wider matrix: the product is added to those columns (across several
-/// row blocks, on threads) and every element between them is untouched.
+/// wider matrix: the product is added to those columns, or written over
+/// them (across several row blocks, on threads), and every element between
+/// them is untouched.
 #[test]
 fn a_strided_c_gets_only_its_own_columns() {
-    // Blocked, on threads; then small, on one.
+    // Blocked, on threads; then on one, which takes the small-product path
+    // for f32 on AVX-512.
     for (m, parallel) in [(2 * MC + 7, true), (13, false)] {
-        strided_c(m, parallel);
+        strided_c::<f64>(m, parallel);
+        strided_c::<f32>(m, parallel);
     }
 }
 
-fn strided_c(m: usize, parallel: bool) {
+fn strided_c<T: GemmElement>(m: usize, parallel: bool) {
     let (n, k, ldc, first) = (13, 40, 29, 5);
-    let a: Vec<f64> = (0..m * k).map(|i| (i % 7) as f64 - 3.0).collect();
-    let b: Vec<f64> = (0..k * n).map(|i| (i % 5) as f64 - 2.0).collect();
+    // Small integers: every sum is exact in f32 as in f64.
+    let a: Vec<T> = (0..m * k)
+        .map(|i| T::from_f64((i % 7) as f64 - 3.0))
+        .collect();
+    let b: Vec<T> = (0..k * n)
+        .map(|i| T::from_f64((i % 5) as f64 - 2.0))
+        .collect();
     let (av, bv) = (MatRef::new(&a, k, false), MatRef::new(&b, n, false));
     let sentinel = |i: usize| -1000.0 - i as f64;
-    let mut wide: Vec<f64> = (0..m * ldc).map(sentinel).collect();
-    let end = first + (m - 1) * ldc + n;
-    gemm_strided(m, n, k, av, bv, &mut wide[first..end], ldc, parallel);
     let want = naive(m, n, k, av, bv);
-    for (at, &x) in wide.iter().enumerate() {
-        let (i, j) = (at / ldc, (at % ldc).wrapping_sub(first));
-        let expected = if j < n {
-            sentinel(at) + want[i * n + j]
+    let end = first + (m - 1) * ldc + n;
+    for overwrite in [false, true] {
+        let mut wide: Vec<T> = (0..m * ldc).map(|i| T::from_f64(sentinel(i))).collect();
+        if overwrite {
+            // SAFETY: `MaybeUninit<T>` has `T`'s layout; the product only writes.
+            let c = unsafe { &mut *(&mut wide[first..end] as *mut [T] as *mut [MaybeUninit<T>]) };
+            gemm_write_strided(m, n, k, av, bv, c, ldc, parallel);
         } else {
-            sentinel(at)
-        };
-        assert_eq!(x, expected, "row {i}, column {}", at % ldc);
+            gemm_strided(m, n, k, av, bv, &mut wide[first..end], ldc, parallel);
+        }
+        for (at, &x) in wide.iter().enumerate() {
+            let (i, j) = (at / ldc, (at % ldc).wrapping_sub(first));
+            let expected = match (j < n, overwrite) {
+                (true, false) => sentinel(at) + want[i * n + j],
+                (true, true) => want[i * n + j],
+                (false, _) => sentinel(at),
+            };
+            assert_eq!(
+                Element::to_f64(x),
+                expected,
+                "row {i}, column {}, overwrite {overwrite}",
+                at % ldc
+            );
+        }
     }
 }
