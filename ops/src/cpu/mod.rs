@@ -147,11 +147,11 @@ pub unsafe fn new_rows<T: Element>(
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(len);
-    if row_len > 0 {
+    if let Some(rows_per_task) = (PARALLEL_MIN_ELEMENTS / 8).checked_div(row_len) {
         let spare = &mut out.spare_capacity_mut()[..len];
         let run = |(r, row): (usize, &mut [MaybeUninit<T>])| vectorised(|| fill(r, row));
         if len >= PARALLEL_MIN_ELEMENTS {
-            let rows_per_task = (PARALLEL_MIN_ELEMENTS / 8 / row_len).max(1);
+            let rows_per_task = rows_per_task.max(1);
             spare
                 .par_chunks_mut(row_len)
                 .with_min_len(rows_per_task)
