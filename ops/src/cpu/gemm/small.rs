@@ -6,10 +6,12 @@
 //! packs both operands into panels, element by element when B is a
 //! transposed operand: attention's thousands of small products per step ran
 //! at 4–55 GFLOP/s there, 11 % of a step's core time for 2 % of its
-//! operations. Here B is copied once into rows of `16·V ≥ n` values (zeros
-//! past n), through 8×8 register transposes when it is `kᵀ`, and each group
-//! of rows of C is summed in zmm registers over all of k, reading A's values
-//! where they lie: no packing of A, at most 15 padding columns.
+//! operations. Here B is read where it lies when its rows are exactly `16·V`
+//! wide (attention's `P·V` and three of its gradients' products), and else
+//! copied once into rows of `16·V ≥ n` values (zeros past n), through 8×8
+//! register transposes when it is `kᵀ`; each group of rows of C is summed
+//! in zmm registers over all of k, reading A's values where they lie: no
+//! packing of A, at most 15 padding columns.
 //!
 //! Other element types and instruction sets keep the blocked path: the same
 //! loops written for the compiler to vectorise were compiled to scalar code
@@ -175,9 +177,14 @@ unsafe fn with_width<const V: usize>(
 ) {
     let Job { m, n, k, .. } = job;
     let width = 16 * V;
-    let mut padded_b = Scratch::<f32>::take(Role::PackedB, k * width);
+    // A row-major B as wide as the vectors (attention's `P·V`, `dS·K`,
+    // `dSᵀ·Q`, `Pᵀ·dO`: 64 columns) is read where it lies; any other is
+    // copied into rows of `width` first.
+    let in_place = b.col_stride == 1 && n == width;
+    let mut padded_b = Scratch::<f32>::take(Role::PackedB, if in_place { 0 } else { k * width });
     let mut j0 = 0;
-    if b.col_stride == 1 {
+    if in_place {
+    } else if b.col_stride == 1 {
         for (p, row) in padded_b.chunks_exact_mut(width).enumerate() {
             row[..n].copy_from_slice(&b.data[p * b.row_stride..][..n]);
         }
@@ -194,6 +201,11 @@ unsafe fn with_width<const V: usize>(
         }
         row[n..].fill(0.0);
     }
+    let b_rows = if in_place {
+        b
+    } else {
+        MatRef::new(&padded_b, width, false)
+    };
     let group = if V <= 3 { 8 } else { 6 };
     assert!(m == 0 || c.len() >= (m - 1) * job.ldc + n);
     let c = c.as_mut_ptr() as *mut f32;
@@ -201,20 +213,21 @@ unsafe fn with_width<const V: usize>(
     while i0 < m {
         let rows = group.min(m - i0);
         match rows {
-            8 => row_sums::<V, 8>(job, i0, &padded_b, c, bias),
-            7 => row_sums::<V, 7>(job, i0, &padded_b, c, bias),
-            6 => row_sums::<V, 6>(job, i0, &padded_b, c, bias),
-            5 => row_sums::<V, 5>(job, i0, &padded_b, c, bias),
-            4 => row_sums::<V, 4>(job, i0, &padded_b, c, bias),
-            3 => row_sums::<V, 3>(job, i0, &padded_b, c, bias),
-            2 => row_sums::<V, 2>(job, i0, &padded_b, c, bias),
-            _ => row_sums::<V, 1>(job, i0, &padded_b, c, bias),
+            8 => row_sums::<V, 8>(job, i0, b_rows, c, bias),
+            7 => row_sums::<V, 7>(job, i0, b_rows, c, bias),
+            6 => row_sums::<V, 6>(job, i0, b_rows, c, bias),
+            5 => row_sums::<V, 5>(job, i0, b_rows, c, bias),
+            4 => row_sums::<V, 4>(job, i0, b_rows, c, bias),
+            3 => row_sums::<V, 3>(job, i0, b_rows, c, bias),
+            2 => row_sums::<V, 2>(job, i0, b_rows, c, bias),
+            _ => row_sums::<V, 1>(job, i0, b_rows, c, bias),
         }
         i0 += rows;
     }
 }
 
-/// Rows `i0..i0+R` of A·B, summed over all of k in order in `R·V` zmm
+/// Rows `i0..i0+R` of A·B, B's `16·V` columns read from `b_rows` (B
+/// itself or its padded copy), summed over all of k in order in `R·V` zmm
 /// registers, then added to C's rows, or written over them plus the bias
 /// (`bias` as in `Output::into_parts`), through masked stores that leave the
 /// columns past n alone: by way of a tile on the stack, the write-back cost
@@ -228,7 +241,7 @@ unsafe fn with_width<const V: usize>(
 unsafe fn row_sums<const V: usize, const R: usize>(
     job: Job,
     i0: usize,
-    padded_b: &[f32],
+    b_rows: MatRef<f32>,
     c: *mut f32,
     bias: Option<Option<&[f32]>>,
 ) {
@@ -236,15 +249,16 @@ unsafe fn row_sums<const V: usize, const R: usize>(
     let Job { k, a, .. } = job;
     let width = 16 * V;
     let last = (i0 + R - 1) * a.row_stride + (k - 1) * a.col_stride;
-    assert!(last < a.data.len() && padded_b.len() >= k * width);
+    assert!(last < a.data.len() && b_rows.col_stride == 1);
+    assert!(k == 0 || (k - 1) * b_rows.row_stride + width <= b_rows.data.len());
     assert!(bias.flatten().is_none_or(|bias| bias.len() >= job.n));
-    let (a_ptr, b_ptr) = (a.data.as_ptr().add(i0 * a.row_stride), padded_b.as_ptr());
+    let (a_ptr, b_ptr) = (a.data.as_ptr().add(i0 * a.row_stride), b_rows.data.as_ptr());
     let mut sums = [[_mm512_setzero_ps(); V]; R];
     for p in 0..k {
         // Inside the bounds asserted above: p < k, v < V, r < R.
         let mut b_row = [_mm512_setzero_ps(); V];
         for (v, b) in b_row.iter_mut().enumerate() {
-            *b = _mm512_loadu_ps(b_ptr.add(p * width + 16 * v));
+            *b = _mm512_loadu_ps(b_ptr.add(p * b_rows.row_stride + 16 * v));
         }
         let a_col = a_ptr.add(p * a.col_stride);
         for (r, row) in sums.iter_mut().enumerate() {
