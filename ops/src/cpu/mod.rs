@@ -96,12 +96,18 @@ pub fn for_each_row<T: Element>(
     row_len: usize,
     f: impl Fn(usize, &mut [T]) + Sync + Send,
 ) {
+    rows_of(out, row_len, f)
+}
+
+/// [`for_each_row`] over slots of any kind: elements, or the fresh memory
+/// of [`new_rows`].
+fn rows_of<S: Send>(out: &mut [S], row_len: usize, f: impl Fn(usize, &mut [S]) + Sync + Send) {
     if row_len == 0 {
         return;
     }
     // One call of `f` in the source, so that it is inlined into the AVX2 copy
     // however large it is (a function called from two places may not be).
-    let run = |(r, row): (usize, &mut [T])| vectorised(|| f(r, row));
+    let run = |(r, row): (usize, &mut [S])| vectorised(|| f(r, row));
     if out.len() >= PARALLEL_MIN_ELEMENTS {
         let rows_per_task = (PARALLEL_MIN_ELEMENTS / 8 / row_len).max(1);
         out.par_chunks_mut(row_len)
@@ -147,20 +153,7 @@ pub unsafe fn new_rows<T: Element>(
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(len);
-    if let Some(rows_per_task) = (PARALLEL_MIN_ELEMENTS / 8).checked_div(row_len) {
-        let spare = &mut out.spare_capacity_mut()[..len];
-        let run = |(r, row): (usize, &mut [MaybeUninit<T>])| vectorised(|| fill(r, row));
-        if len >= PARALLEL_MIN_ELEMENTS {
-            let rows_per_task = rows_per_task.max(1);
-            spare
-                .par_chunks_mut(row_len)
-                .with_min_len(rows_per_task)
-                .enumerate()
-                .for_each(run);
-        } else {
-            spare.chunks_mut(row_len).enumerate().for_each(run);
-        }
-    }
+    rows_of(&mut out.spare_capacity_mut()[..len], row_len, fill);
     // SAFETY: `fill` wrote every element of every row (the caller's
     // promise); with rows of no elements, `len` is 0 or the rows are empty.
     out.set_len(if row_len > 0 { len } else { 0 });

@@ -207,47 +207,40 @@ unsafe fn row_block<T: ScratchElement, K: MicroKernel<T>>(job: RowBlock<T>) {
     // The block's last value of A: the kernels read the panels in place
     // without bounds checks.
     assert!((i0 + mc - 1) * a.row_stride + (k0 + kc - 1) * a.col_stride < a.data.len());
-    // Room for every panel, unless A is read where it lies: then only the
-    // last, partial one, which has rows past A's edge to pad with zeros.
-    let packed_len = match reads {
-        AReads::InPlace => (m_panels - whole_panels) * kc * mr,
-        _ => m_panels * kc * mr,
+    // Panels before `first_packed` are read where A lies; the rest (all of
+    // them, or only a last, partial one, whose rows past A's edge are
+    // padded with zeros) are packed first.
+    let first_packed = match reads {
+        AReads::InPlace => whole_panels,
+        AReads::Packed => 0,
     };
-    let mut packed_a = Scratch::take(Role::PackedA, packed_len);
-    match reads {
-        AReads::Packed if a.row_stride == 1 => {
-            pack_transposed_block(a, i0, mc, k0, kc, mr, &mut packed_a)
+    let (r0, rows) = (i0 + first_packed * mr, mc - first_packed * mr);
+    let mut packed_a = Scratch::take(Role::PackedA, (m_panels - first_packed) * kc * mr);
+    if reads == AReads::Packed && a.row_stride == 1 {
+        pack_transposed_block(a, r0, rows, k0, kc, mr, &mut packed_a);
+    } else {
+        for (ip, panel) in packed_a.chunks_exact_mut(kc * mr).enumerate() {
+            pack_panel(a, r0 + ip * mr, mr.min(rows - ip * mr), k0, kc, mr, panel);
         }
-        AReads::Packed => {
-            for (ip, panel) in packed_a.chunks_exact_mut(kc * mr).enumerate() {
-                pack_panel(a, i0 + ip * mr, mr.min(mc - ip * mr), k0, kc, mr, panel);
-            }
-        }
-        AReads::InPlace if whole_panels < m_panels => {
-            let r0 = i0 + whole_panels * mr;
-            pack_panel(a, r0, mc - whole_panels * mr, k0, kc, mr, &mut packed_a);
-        }
-        AReads::InPlace => {}
     }
-    // A's panel `ip`: where A lies, or packed.
-    let a_panel = |ip: usize| match reads {
-        AReads::InPlace if ip < whole_panels => {
-            // Whole rows ip·MR.. of the block, columns k0..k0 + kc.
-            let at = (i0 + ip * mr) * a.row_stride + k0 * a.col_stride;
-            let row_major = a.col_stride == 1;
-            APanel {
-                ptr: a.data[at..].as_ptr(),
-                row_major,
-                stride: if row_major {
-                    a.row_stride
-                } else {
-                    a.col_stride
-                },
-                kc,
-            }
+    let a_panel = |ip: usize| {
+        if ip >= first_packed {
+            let at = (ip - first_packed) * kc * mr;
+            return APanel::packed(&packed_a[at..][..kc * mr], mr);
         }
-        AReads::InPlace => APanel::packed(&packed_a, mr),
-        AReads::Packed => APanel::packed(&packed_a[ip * kc * mr..][..kc * mr], mr),
+        // Whole rows ip·MR.. of the block, columns k0..k0 + kc.
+        let at = (i0 + ip * mr) * a.row_stride + k0 * a.col_stride;
+        let row_major = a.col_stride == 1;
+        APanel {
+            ptr: a.data[at..].as_ptr(),
+            row_major,
+            stride: if row_major {
+                a.row_stride
+            } else {
+                a.col_stride
+            },
+            kc,
+        }
     };
     let mut tile = [T::zero(); MAX_TILE];
     let tile = &mut tile[..mr * nr];

@@ -219,10 +219,7 @@ pub fn gemm_strided<T: GemmElement>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        ldc >= n && c.len() == (m - 1) * ldc + n,
-        "C must be m rows of n with leading dimension ldc"
-    );
+    assert_rows_apart(m, n, ldc, c.len());
     if k > 0 {
         // SAFETY: `MaybeUninit<T>` has `T`'s layout, and `Accumulate` only
         // ever writes initialised values through it.
@@ -294,12 +291,18 @@ pub fn gemm_write_strided<T: GemmElement>(
     parallel: bool,
 ) {
     if m > 0 && n > 0 {
-        assert!(
-            ldc >= n && c.len() == (m - 1) * ldc + n,
-            "C must be m rows of n with leading dimension ldc"
-        );
+        assert_rows_apart(m, n, ldc, c.len());
     }
     write_strided(m, n, k, a, b, None, c, ldc, parallel);
+}
+
+/// That a strided C of `len` elements is `m > 0` rows of `n`, `ldc` apart,
+/// from its first element to its last.
+fn assert_rows_apart(m: usize, n: usize, ldc: usize, len: usize) {
+    assert!(
+        ldc >= n && len == (m - 1) * ldc + n,
+        "C must be m rows of n with leading dimension ldc"
+    );
 }
 
 /// [`gemm_write`] with C's rows `ldc` apart (sizes checked by the callers).

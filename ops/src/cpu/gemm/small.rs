@@ -182,28 +182,10 @@ unsafe fn with_width<const V: usize>(
     // copied into rows of `width` first.
     let in_place = b.col_stride == 1 && n == width;
     let mut padded_b = Scratch::<f32>::take(Role::PackedB, if in_place { 0 } else { k * width });
-    let mut j0 = 0;
-    if in_place {
-    } else if b.col_stride == 1 {
-        for (p, row) in padded_b.chunks_exact_mut(width).enumerate() {
-            row[..n].copy_from_slice(&b.data[p * b.row_stride..][..n]);
-        }
-        j0 = n;
-    } else if b.row_stride == 1 {
-        // Bᵀ's rows (attention's keys in q·kᵀ) become B's columns, eight at
-        // a time through register transposes.
-        j0 = n - n % 8;
-        pack_rows_f32(b.data, 0, b.col_stride, j0, k, &mut padded_b, width);
-    }
-    for (p, row) in padded_b.chunks_exact_mut(width).enumerate() {
-        for (j, slot) in row[..n].iter_mut().enumerate().skip(j0) {
-            *slot = b.at(p, j);
-        }
-        row[n..].fill(0.0);
-    }
     let b_rows = if in_place {
         b
     } else {
+        pad_rows(b, n, k, width, &mut padded_b);
         MatRef::new(&padded_b, width, false)
     };
     let group = if V <= 3 { 8 } else { 6 };
@@ -223,6 +205,33 @@ unsafe fn with_width<const V: usize>(
             _ => row_sums::<V, 1>(job, i0, b_rows, c, bias),
         }
         i0 += rows;
+    }
+}
+
+/// B's `k` rows of `n` into `padded` as rows of `width` (zeros past n).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pad_rows(b: MatRef<f32>, n: usize, k: usize, width: usize, padded: &mut [f32]) {
+    let mut j0 = 0;
+    if b.col_stride == 1 {
+        for (p, row) in padded.chunks_exact_mut(width).enumerate() {
+            row[..n].copy_from_slice(&b.data[p * b.row_stride..][..n]);
+        }
+        j0 = n;
+    } else if b.row_stride == 1 {
+        // Bᵀ's rows (attention's keys in q·kᵀ) become B's columns, eight at
+        // a time through register transposes.
+        j0 = n - n % 8;
+        pack_rows_f32(b.data, 0, b.col_stride, j0, k, padded, width);
+    }
+    for (p, row) in padded.chunks_exact_mut(width).enumerate() {
+        for (j, slot) in row[..n].iter_mut().enumerate().skip(j0) {
+            *slot = b.at(p, j);
+        }
+        row[n..].fill(0.0);
     }
 }
 
