@@ -180,14 +180,17 @@ unsafe fn with_width<const V: usize>(
     // A row-major B as wide as the vectors (attention's `P·V`, `dS·K`,
     // `dSᵀ·Q`, `Pᵀ·dO`: 64 columns) is read where it lies; any other is
     // copied into rows of `width` first.
-    let in_place = b.col_stride == 1 && n == width;
-    let mut padded_b = Scratch::<f32>::take(Role::PackedB, if in_place { 0 } else { k * width });
-    let b_rows = if in_place {
-        b
-    } else {
-        pad_rows(b, n, k, width, &mut padded_b);
-        MatRef::new(&padded_b, width, false)
-    };
+    // The scratch buffer is taken only when it is written: taking a
+    // thread's buffer and putting it back for nothing cost a tenth of a
+    // 10×10 · 10×64 product (the focal views' `P·V`).
+    let padded_b = (b.col_stride != 1 || n != width).then(|| {
+        let mut padded = Scratch::<f32>::take(Role::PackedB, k * width);
+        pad_rows(b, n, k, width, &mut padded);
+        padded
+    });
+    let b_rows = padded_b
+        .as_deref()
+        .map_or(b, |padded| MatRef::new(padded, width, false));
     let group = if V <= 3 { 8 } else { 6 };
     assert!(m == 0 || c.len() >= (m - 1) * job.ldc + n);
     let c = c.as_mut_ptr() as *mut f32;
