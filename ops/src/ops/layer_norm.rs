@@ -64,7 +64,6 @@ struct Saved {
 
 fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Tensor>>> {
     let (x, gv, w) = (s.x.data::<T>()?, g.data::<T>()?, s.weight.data::<T>()?);
-    let rows = x.len() / d;
     let dx_row = |r: usize, out: &mut [MaybeUninit<T>]| {
         let (xr, gr) = (&x[r * d..(r + 1) * d], &gv[r * d..(r + 1) * d]);
         let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
@@ -76,16 +75,21 @@ fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Te
             out[j].write((gr[j] * w[j] - mean_h - xhat * mean_hx) * rstd);
         }
     };
-    // SAFETY: `dx_row` writes each of its row's d elements.
-    let dx = unsafe { crate::cpu::new_rows(x.len(), d, dx_row) };
-    // Parameter gradients: partial sums over blocks of rows, then combined.
+    // One pass over each block of rows writes its rows of dx and sums its
+    // share of dγ and dβ, so x and g are read once (a second pass for the
+    // parameters read them again). The blocks' sums are combined in block
+    // order below: the result does not depend on the threads.
     let block = 256;
-    let partials: Vec<(Vec<T>, Vec<T>)> = (0..rows.div_ceil(block))
-        .into_par_iter()
-        .map(|b| {
+    let mut dx = crate::cpu::unwritten::<T>(x.len());
+    let partials: Vec<(Vec<T>, Vec<T>)> = dx
+        .par_chunks_mut((block * d).max(1))
+        .enumerate()
+        .map(|(b, dx_block)| {
             let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
             crate::cpu::vectorised(|| {
-                for r in b * block..((b + 1) * block).min(rows) {
+                for (i, out) in dx_block.chunks_exact_mut(d).enumerate() {
+                    let r = b * block + i;
+                    dx_row(r, out);
                     let (mean, rstd) = (T::from_f64(s.mean[r]), T::from_f64(s.rstd[r]));
                     for j in 0..d {
                         let gj = gv[r * d + j];
@@ -97,6 +101,8 @@ fn backward<T: Element>(s: &Saved, g: &Tensor, d: usize) -> Result<Vec<Option<Te
             (dw, db)
         })
         .collect();
+    // SAFETY: each block's `dx_row` calls wrote each of its rows' d elements.
+    let dx = unsafe { crate::cpu::assume_written(dx) };
     let (mut dw, mut db) = (vec![T::zero(); d], vec![T::zero(); d]);
     for (pw, pb) in partials {
         for j in 0..d {
