@@ -89,9 +89,9 @@ unsafe fn with_avx2<R>(body: impl FnOnce() -> R) -> R {
 /// (measured: the GELU loop then ran at SSE2 width), whereas a named
 /// function marked `#[inline(always)]` is inlined into every copy.
 macro_rules! widest_simd {
-    ($(#[$doc:meta])* fn $name:ident<T>($($arg:ident: $ty:ty),* $(,)?) => $inner:path) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident<T>($($arg:ident: $ty:ty),* $(,)?) => $inner:path) => {
         $(#[$doc])*
-        fn $name<T: $crate::Element>($($arg: $ty),*) {
+        $vis fn $name<T: $crate::Element>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
@@ -167,13 +167,22 @@ mod tests {
                 .map(|&x| crate::ops::gelu::gelu_value(x))
                 .collect();
             let mut probs = crate::cpu::unwritten(xs.len());
-            crate::ops::softmax::softmax_row(&xs, &mut probs, false);
+            crate::ops::softmax::softmax_row_at_any_width(&xs, &mut probs, false);
             // SAFETY: the softmax wrote the whole row.
             out.extend(unsafe { crate::cpu::assume_written(probs) });
             out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
         };
         let baseline = work();
         assert_eq!(vectorised(work), baseline);
+        // And the softmax at the widest vectors this CPU has (AVX-512 here).
+        let mut probs = crate::cpu::unwritten(xs.len());
+        crate::ops::softmax::softmax_row(&xs, &mut probs, false);
+        // SAFETY: the softmax wrote the whole row.
+        let widest = unsafe { crate::cpu::assume_written(probs) };
+        assert_eq!(
+            widest.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(),
+            baseline[xs.len()..]
+        );
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: AVX2 and FMA were detected.

@@ -7,17 +7,39 @@
 
 use std::mem::MaybeUninit;
 
+use crate::cpu::widest_simd;
 use crate::error::shape_err;
 use crate::{with_dtype, Element, Result, Tensor};
 
-/// Writes `softmax(row)` (or `log_softmax` when `log`) into `out`.
-pub(crate) fn softmax_row<T: Element>(x: &[T], out: &mut [MaybeUninit<T>], log: bool) {
+widest_simd!(
+    /// Writes `softmax(row)` (or `log_softmax` when `log`) into `out`, at
+    /// the widest vectors this CPU has: called out of line from a loop, it
+    /// ran at the baseline's four lanes whatever its caller was compiled for.
+    pub(crate) fn softmax_row<T>(x: &[T], out: &mut [MaybeUninit<T>], log: bool) => softmax_row_at_any_width
+);
+
+/// [`softmax_row`]'s body, compiled at its caller's width.
+#[inline(always)]
+pub(crate) fn softmax_row_at_any_width<T: Element>(x: &[T], out: &mut [MaybeUninit<T>], log: bool) {
     assert_eq!(
         x.len(),
         out.len(),
         "a softmax row writes its whole output row"
     );
-    let max = x.iter().copied().fold(T::neg_infinity(), T::max);
+    // The maximum in eight lanes, which vectorise (a running maximum is a
+    // chain of dependent steps); it is exact in any order.
+    let mut lanes = [T::neg_infinity(); 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    let max = lanes
+        .into_iter()
+        .chain(tail.iter().copied())
+        .fold(T::neg_infinity(), T::max);
     // Exponentials first, then their sum: the first loop has no carried
     // dependency, so it vectorises.
     for (o, &v) in out.iter_mut().zip(x) {
