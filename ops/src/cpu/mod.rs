@@ -8,7 +8,7 @@ mod scratch;
 mod simd;
 
 pub use peak::fma_peak_gflops;
-pub use simd::{combine_lanes, isa_name, lane_sum, vectorised};
+pub use simd::{combine_lanes, isa_name, lane_dot, lane_sum, vectorised};
 pub(crate) use simd::{detect_isa as simd_isa, widest_simd, Isa as SimdIsa};
 
 use std::mem::MaybeUninit;

@@ -136,6 +136,25 @@ pub fn lane_sum<T: Element>(xs: &[T], f: impl Fn(T) -> T) -> T {
     combine_lanes(lanes)
 }
 
+/// `Σ a·b` over two slices of one length, in [`lane_sum`]'s eight lanes and
+/// order.
+#[inline(always)]
+pub fn lane_dot<T: Element>(a: &[T], b: &[T]) -> T {
+    assert_eq!(a.len(), b.len(), "a dot product of slices of one length");
+    let mut lanes = [T::zero(); 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (a_tail, b_tail) = (a_chunks.remainder(), b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for ((lane, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+            *lane += a * b;
+        }
+    }
+    for ((lane, &a), &b) in lanes.iter_mut().zip(a_tail).zip(b_tail) {
+        *lane += a * b;
+    }
+    combine_lanes(lanes)
+}
+
 /// Eight partial sums combined pairwise, in [`lane_sum`]'s fixed order.
 #[inline(always)]
 pub fn combine_lanes<T: Element>([a, b, c, d, e, g, h, i]: [T; 8]) -> T {
@@ -145,6 +164,16 @@ pub fn combine_lanes<T: Element>([a, b, c, d, e, g, h, i]: [T; 8]) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lane_dot_multiplies_every_pair_once() {
+        for len in [0, 1, 7, 8, 9, 23, 64] {
+            let a: Vec<f64> = (0..len).map(|i| (i * i) as f64).collect();
+            let b: Vec<f64> = (0..len).map(|i| (len - i) as f64).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert_eq!(lane_dot(&a, &b), want, "length {len}");
+        }
+    }
 
     #[test]
     fn lane_sum_adds_every_element_once() {

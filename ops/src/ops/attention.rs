@@ -101,7 +101,8 @@ pub(crate) fn backward_entry<T: GemmElement>(
     let mut ds = gemm_new(n, m, e, go, x.v.transposed(), None, false);
     crate::cpu::vectorised(|| {
         for (ds_row, p_row) in ds.chunks_exact_mut(m).zip(p.chunks_exact(m)) {
-            let dot: T = ds_row.iter().zip(p_row).map(|(&a, &b)| a * b).sum();
+            // In eight lanes: a running sum is a chain of dependent adds.
+            let dot = crate::cpu::lane_dot(ds_row, p_row);
             for (x, &pi) in ds_row.iter_mut().zip(p_row) {
                 *x = pi * (*x - dot) * scale;
             }

@@ -47,7 +47,9 @@ pub(crate) fn softmax_row_at_any_width<T: Element>(x: &[T], out: &mut [MaybeUnin
     }
     // SAFETY: the loop above wrote every element (the lengths are equal).
     let out = unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) };
-    let sum: T = out.iter().copied().sum();
+    // In eight lanes too: a running sum of a 50-key row was a chain of 50
+    // dependent adds, most of the row's time once the rest ran 16 wide.
+    let sum = crate::cpu::lane_sum(out, |v| v);
     if log {
         let log_sum = sum.ln() + max;
         for (o, &v) in out.iter_mut().zip(x) {
