@@ -6,6 +6,7 @@
 //! are not 1-D (so `pos_embed` and `cls_token` decay); never to prototypes.
 
 use ops::{DType, Tensor};
+use rayon::prelude::*;
 
 use crate::Result;
 
@@ -97,32 +98,59 @@ impl AdamW {
             return Ok(());
         }
         let g = grad.data::<f32>()?;
-        self.first_moments[i].map_in_place::<f32>(|m| {
-            for (m, &g) in m.iter_mut().zip(g) {
+        // One pass over the four arrays (three passes read g three times
+        // and the moments twice), on the threads in chunks: the optimizer
+        // waits on memory, not on its arithmetic.
+        let update = |p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]| {
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
                 *m = b1 * *m + (1.0 - b1) * g;
-            }
-        })?;
-        self.second_moments[i].map_in_place::<f32>(|v| {
-            for (v, &g) in v.iter_mut().zip(g) {
                 *v = b2 * *v + (1.0 - b2) * g * g;
+                *p = *p * decay - step_size * *m / (v.sqrt() / correction2 + eps);
             }
-        })?;
-        let (m, v) = (
-            self.first_moments[i].data::<f32>()?,
-            self.second_moments[i].data::<f32>()?,
-        );
-        param.map_in_place::<f32>(|p| {
-            for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-                *p = *p * decay - step_size * m / (v.sqrt() / correction2 + eps);
+        };
+        let (m, v) = (&mut self.first_moments[i], &mut self.second_moments[i]);
+        in_place_3(param, m, v, |p, m, v| {
+            if p.len() <= CHUNK {
+                return update(p, m, v, g);
             }
-        })?;
-        Ok(())
+            p.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((p, m), v), g)| update(p, m, v, g));
+        })
     }
 
     /// Marks the end of one optimizer step (all parameters updated).
     pub fn finish_step(&mut self) {
         self.steps += 1;
     }
+}
+
+/// Elements per task of the optimizer's passes over a tensor, and per
+/// partial sum of [`squared_norm`]; a tensor this small is one task on the
+/// calling thread (a hand-off to the pool costs more).
+pub(crate) const CHUNK: usize = 1 << 15;
+
+/// `f(a, b, c)` on the f32 elements of three tensors at once.
+fn in_place_3(
+    a: &mut Tensor,
+    b: &mut Tensor,
+    c: &mut Tensor,
+    mut f: impl FnMut(&mut [f32], &mut [f32], &mut [f32]),
+) -> Result<()> {
+    let mut status = Ok(());
+    a.map_in_place::<f32>(|a| {
+        let outer = b.map_in_place::<f32>(|b| {
+            if let Err(e) = c.map_in_place::<f32>(|c| f(a, b, c)) {
+                status = Err(e);
+            }
+        });
+        if let Err(e) = outer {
+            status = Err(e);
+        }
+    })?;
+    Ok(status?)
 }
 
 /// The total L2 norm of the gradients in clipped groups; when it exceeds
@@ -143,16 +171,53 @@ pub fn clip_gradients(grads: &mut [Tensor], groups: &[ParamGroup], max_norm: f64
                 *t = t.mul_scalar(scale as f64)?;
                 continue;
             }
-            t.map_in_place::<f32>(|v| v.iter_mut().for_each(|x| *x *= scale))?;
+            let clip = |v: &mut [f32]| v.iter_mut().for_each(|x| *x *= scale);
+            t.map_in_place::<f32>(|v| {
+                if v.len() <= CHUNK {
+                    clip(v)
+                } else {
+                    v.par_chunks_mut(CHUNK).for_each(clip)
+                }
+            })?;
         }
     }
     Ok(norm)
 }
 
 /// `Σ x²` of a tensor, reduced where it lives (only the scalar comes back).
+/// On the CPU, in f64: each [`CHUNK`] of elements in eight interleaved
+/// partial sums, the chunks' sums added in order, so the result depends on
+/// the length, not on the threads (one running sum over a few million
+/// gradients was a chain of dependent adds: milliseconds a step).
 pub fn squared_norm(t: &Tensor) -> Result<f64> {
     if t.is_on_gpu() {
         return Ok(t.mul(t)?.sum_all()?.item()?);
     }
-    Ok(t.to_vec_f64().iter().map(|v| v * v).sum())
+    fn chunked<T: Copy + Into<f64> + Sync>(values: &[T]) -> f64 {
+        let chunk_sum = |chunk: &[T]| {
+            let mut lanes = [0.0f64; 8];
+            let eights = chunk.chunks_exact(8);
+            let tail = eights.remainder();
+            for eight in eights {
+                for (lane, &x) in lanes.iter_mut().zip(eight) {
+                    let x: f64 = x.into();
+                    *lane += x * x;
+                }
+            }
+            for (lane, &x) in lanes.iter_mut().zip(tail) {
+                let x: f64 = x.into();
+                *lane += x * x;
+            }
+            ops::cpu::combine_lanes(lanes)
+        };
+        if values.len() <= CHUNK {
+            return chunk_sum(values);
+        }
+        let sums: Vec<f64> = values.par_chunks(CHUNK).map(chunk_sum).collect();
+        sums.iter().sum()
+    }
+    Ok(match t.dtype() {
+        DType::F32 => chunked(t.data::<f32>()?),
+        DType::F64 => chunked(t.data::<f64>()?),
+    })
 }

@@ -17,6 +17,7 @@ use crate::model::MsnNetwork;
 use crate::optim::{clip_gradients, AdamW, ParamGroup};
 use crate::views::Batch;
 use crate::{Error, Result};
+use rayon::prelude::*;
 
 /// What one step reports (one line of `metrics.jsonl`).
 #[derive(Clone, Debug, Serialize)]
@@ -493,10 +494,19 @@ impl Trainer {
                 return;
             }
             let result = anchor[index].data::<f32>().and_then(|source| {
-                t.map_in_place::<f32>(|v| {
+                let ema = |v: &mut [f32], source: &[f32]| {
                     v.iter_mut()
                         .zip(source)
                         .for_each(|(v, &a)| *v = m * *v + (1.0 - m) * a)
+                };
+                t.map_in_place::<f32>(|v| {
+                    if v.len() <= crate::optim::CHUNK {
+                        ema(v, source)
+                    } else {
+                        v.par_chunks_mut(crate::optim::CHUNK)
+                            .zip(source.par_chunks(crate::optim::CHUNK))
+                            .for_each(|(v, source)| ema(v, source))
+                    }
                 })
             });
             if let Err(e) = result {
