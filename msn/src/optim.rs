@@ -171,13 +171,8 @@ pub fn clip_gradients(grads: &mut [Tensor], groups: &[ParamGroup], max_norm: f64
                 *t = t.mul_scalar(scale as f64)?;
                 continue;
             }
-            let clip = |v: &mut [f32]| v.iter_mut().for_each(|x| *x *= scale);
             t.map_in_place::<f32>(|v| {
-                if v.len() <= CHUNK {
-                    clip(v)
-                } else {
-                    v.par_chunks_mut(CHUNK).for_each(clip)
-                }
+                ops::cpu::for_each_row(v, CHUNK, |_, v| v.iter_mut().for_each(|x| *x *= scale))
             })?;
         }
     }

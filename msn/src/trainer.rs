@@ -17,7 +17,6 @@ use crate::model::MsnNetwork;
 use crate::optim::{clip_gradients, AdamW, ParamGroup};
 use crate::views::Batch;
 use crate::{Error, Result};
-use rayon::prelude::*;
 
 /// What one step reports (one line of `metrics.jsonl`).
 #[derive(Clone, Debug, Serialize)]
@@ -494,19 +493,14 @@ impl Trainer {
                 return;
             }
             let result = anchor[index].data::<f32>().and_then(|source| {
-                let ema = |v: &mut [f32], source: &[f32]| {
-                    v.iter_mut()
-                        .zip(source)
-                        .for_each(|(v, &a)| *v = m * *v + (1.0 - m) * a)
-                };
+                // In chunks on the threads when the tensor is large.
+                let chunk = crate::optim::CHUNK;
                 t.map_in_place::<f32>(|v| {
-                    if v.len() <= crate::optim::CHUNK {
-                        ema(v, source)
-                    } else {
-                        v.par_chunks_mut(crate::optim::CHUNK)
-                            .zip(source.par_chunks(crate::optim::CHUNK))
-                            .for_each(|(v, source)| ema(v, source))
-                    }
+                    ops::cpu::for_each_row(v, chunk, |c, v| {
+                        v.iter_mut()
+                            .zip(&source[c * chunk..])
+                            .for_each(|(v, &a)| *v = m * *v + (1.0 - m) * a)
+                    })
                 })
             });
             if let Err(e) = result {

@@ -93,11 +93,9 @@ fn backward_rows<T: Element>(
         let (sum_h, sum_hx) = sums_of_h_and_h_xhat(gr, w, xr, mean, rstd);
         let (mean_h, mean_hx) = (sum_h * inv_d, sum_hx * inv_d);
         for j in 0..d {
-            let xhat = (xr[j] - mean) * rstd;
-            out[j].write((gr[j] * w[j] - mean_h - xhat * mean_hx) * rstd);
-        }
-        for j in 0..d {
-            dw[j] += gr[j] * (xr[j] - mean) * rstd;
+            let centred = xr[j] - mean;
+            out[j].write((gr[j] * w[j] - mean_h - centred * rstd * mean_hx) * rstd);
+            dw[j] += gr[j] * centred * rstd;
             db[j] += gr[j];
         }
     }
