@@ -99,7 +99,11 @@ const MAX_DOT_COLUMNS: usize = 4;
 
 /// Columns `from..n` of C (at most [`MAX_DOT_COLUMNS`]), each element the
 /// dot product of A's row and Bᵀ's row over k, 16 lanes at a time, then
-/// added to C or written over it plus the bias, as [`row_sums`] does.
+/// added to C or written over it plus the bias, as [`row_sums`] does. Rows
+/// go in groups of `16 / columns`, so that a group's dot products are 16
+/// vectors of lane sums, which [`lane_totals`] adds up together: one
+/// horizontal sum per dot product cost 16 dependent steps, and the two
+/// columns past 48 of attention's 50 took 11 % of a `q·kᵀ`'s time.
 ///
 /// # Safety
 /// The CPU must have AVX-512; A's and Bᵀ's rows must be contiguous
@@ -113,7 +117,6 @@ unsafe fn dot_columns(
     c: &mut [MaybeUninit<f32>],
     bias: Option<Option<&[f32]>>,
 ) {
-    use std::arch::x86_64::*;
     let Job { m, n, k, a, ldc } = job;
     let columns = n - from;
     assert!(a.col_stride == 1 && b.row_stride == 1 && columns <= MAX_DOT_COLUMNS);
@@ -124,26 +127,78 @@ unsafe fn dot_columns(
     assert!((n - 1) * b.col_stride + k <= b.data.len());
     assert!(c.len() >= (m - 1) * ldc + n);
     assert!(bias.flatten().is_none_or(|bias| bias.len() >= n));
+    let c = c.as_mut_ptr() as *mut f32;
+    let dots = Dots {
+        job,
+        from,
+        b,
+        c,
+        bias,
+    };
+    for i0 in (0..m).step_by(16 / columns) {
+        match columns {
+            1 => dot_group::<1, 16>(&dots, i0),
+            2 => dot_group::<2, 8>(&dots, i0),
+            3 => dot_group::<3, 5>(&dots, i0),
+            _ => dot_group::<4, 4>(&dots, i0),
+        }
+    }
+}
+
+/// What [`dot_columns`] hands each group of rows.
+#[cfg(target_arch = "x86_64")]
+struct Dots<'a> {
+    job: Job<'a>,
+    from: usize,
+    b: MatRef<'a, f32>,
+    c: *mut f32,
+    bias: Option<Option<&'a [f32]>>,
+}
+
+/// Rows `i0..i0+R` (those below m) of [`dot_columns`]' `C` columns: the
+/// dot products of each row with each column in `R·C ≤ 16` vectors of lane
+/// sums, summed together at the end. Rows past m read row m − 1 again and
+/// are not written.
+///
+/// # Safety
+/// As [`dot_columns`], whose asserts bound every read and write.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_group<const C: usize, const R: usize>(dots: &Dots, i0: usize) {
+    use std::arch::x86_64::*;
+    let Dots {
+        job,
+        from,
+        b,
+        c,
+        bias,
+    } = *dots;
+    let Job { m, k, a, ldc, .. } = job;
     let chunks = k.div_ceil(16);
     let last_lanes = k - 16 * (chunks - 1);
-    let c = c.as_mut_ptr() as *mut f32;
-    for i in 0..m {
-        let a_row = a.data.as_ptr().add(i * a.row_stride);
-        let mut sums = [_mm512_setzero_ps(); MAX_DOT_COLUMNS];
-        for chunk in 0..chunks {
-            let lanes = if chunk + 1 == chunks { last_lanes } else { 16 };
-            let mask = ((1u32 << lanes) - 1) as __mmask16;
-            // Inside the bounds asserted above: k steps 16·chunk.. of
-            // lanes, rows i of A and from + t of Bᵀ.
-            let a_values = _mm512_maskz_loadu_ps(mask, a_row.add(16 * chunk));
-            for (t, sum) in sums.iter_mut().enumerate().take(columns) {
-                let b_row = b.data.as_ptr().add((from + t) * b.col_stride);
-                let b_values = _mm512_maskz_loadu_ps(mask, b_row.add(16 * chunk));
-                *sum = _mm512_fmadd_ps(a_values, b_values, *sum);
+    let rows: [*const f32; R] =
+        std::array::from_fn(|r| a.data.as_ptr().add((i0 + r).min(m - 1) * a.row_stride));
+    let mut sums = [_mm512_setzero_ps(); 16];
+    for chunk in 0..chunks {
+        let lanes = if chunk + 1 == chunks { last_lanes } else { 16 };
+        let mask = ((1u32 << lanes) - 1) as __mmask16;
+        // Inside the bounds dot_columns asserted: k steps 16·chunk.. of
+        // lanes, rows below m of A, rows from..n of Bᵀ.
+        let b_values: [__m512; C] = std::array::from_fn(|t| {
+            let b_row = b.data.as_ptr().add((from + t) * b.col_stride);
+            _mm512_maskz_loadu_ps(mask, b_row.add(16 * chunk))
+        });
+        for (r, row) in rows.iter().enumerate() {
+            let a_values = _mm512_maskz_loadu_ps(mask, row.add(16 * chunk));
+            for (t, &b_values) in b_values.iter().enumerate() {
+                sums[r * C + t] = _mm512_fmadd_ps(a_values, b_values, sums[r * C + t]);
             }
         }
-        for (t, &sum) in sums.iter().enumerate().take(columns) {
-            let (j, dot) = (from + t, _mm512_reduce_add_ps(sum));
+    }
+    let totals = lane_totals(sums);
+    for r in 0..R.min(m - i0) {
+        for t in 0..C {
+            let (i, j, dot) = (i0 + r, from + t, totals[r * C + t]);
             let at = c.add(i * ldc + j);
             at.write(match bias {
                 None => *at + dot,
@@ -152,6 +207,51 @@ unsafe fn dot_columns(
             });
         }
     }
+}
+
+/// The sum of each vector's 16 lanes, all 16 at once: four rounds each add
+/// two halves of every vector's remaining lanes (lanes 8 apart, then 4, 2
+/// and 1: the order of `_mm512_reduce_add_ps`, so the same sums to the
+/// bit), packing two vectors' halves into one register per round, 30
+/// shuffles and 15 adds for what took 16 horizontal sums of 8 dependent
+/// steps each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn lane_totals(v: [std::arch::x86_64::__m512; 16]) -> [f32; 16] {
+    use std::arch::x86_64::*;
+    // Lanes 8 apart: x[i] holds v[2i]'s eight sums, then v[2i+1]'s.
+    let x: [__m512; 8] = std::array::from_fn(|i| {
+        let (p, q) = (v[2 * i], v[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(p, q),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(p, q),
+        )
+    });
+    // Lanes 4 apart: y[i]'s quads are v[4i], v[4i+1], v[4i+2], v[4i+3].
+    let y: [__m512; 4] = std::array::from_fn(|i| {
+        let (p, q) = (x[2 * i], x[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(p, q),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(p, q),
+        )
+    });
+    // Lanes 2 apart: quad q of z[i] holds v[8i+q]'s two sums, then v[8i+4+q]'s.
+    let z: [__m512; 2] = std::array::from_fn(|i| {
+        // Pairs of lanes move as one f64; the sums are f32's.
+        let (p, q) = (_mm512_castps_pd(y[2 * i]), _mm512_castps_pd(y[2 * i + 1]));
+        _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(p, q)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(p, q)),
+        )
+    });
+    // Lanes 1 apart.
+    let totals = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b10_00_10_00>(z[0], z[1]),
+        _mm512_shuffle_ps::<0b11_01_11_01>(z[0], z[1]),
+    );
+    // Lane 4q + s now holds v[4s + q]'s total.
+    let lanes: [f32; 16] = std::mem::transmute(totals);
+    std::array::from_fn(|i| lanes[4 * (i % 4) + i / 4])
 }
 
 /// The sizes and A, which every group of rows reads.

@@ -36,13 +36,15 @@ fn check<T: GemmElement>(tolerance: f64) {
     let a_4k: MatRef<T> = MatRef::new(&[], 1024, true);
     assert!(blocked::AReads::of(&a_4k) == blocked::AReads::Packed);
     assert!(blocked::AReads::of(&a_t) == blocked::AReads::InPlace);
-    // The first six run on one thread: through the small-product path
+    // The first seven run on one thread: through the small-product path
     // where it applies (f32 on AVX-512; each width of its padded rows,
-    // n up to 16, 32, 48, 64; 1, 2 and 4 columns past a whole vector by
-    // dot products when B is transposed), else through the blocked one.
+    // n up to 16, 32, 48, 64; 1, 2, 3 and 4 columns past a whole vector by
+    // dot products when B is transposed, in groups of rows that m does not
+    // fill), else through the blocked one.
     let sizes = [
         (1, 1, 1),
         (7, 33, 5),
+        (13, 19, 33),
         (50, 50, 64),
         (10, 64, 10),
         (127, 16, 128),
@@ -60,13 +62,13 @@ fn check<T: GemmElement>(tolerance: f64) {
         .iter()
         .filter(|&&(m, n, k)| small::fits::<T>(m, n, k, false));
     let expected = if small::fits::<T>(1, 1, 1, false) {
-        6
+        7
     } else {
         0
     };
     assert_eq!(small.count(), expected);
     for (index, &(m, n, k)) in sizes.iter().enumerate() {
-        let parallel = index >= 6;
+        let parallel = index >= 7;
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a: Vec<T> = (0..m * k)
                 .map(|i| T::from_f64(((i * 37 % 101) as f64 - 50.0) / 25.0))
@@ -111,6 +113,39 @@ fn matches_a_naive_loop_at_awkward_sizes_and_transposes() {
 #[test]
 fn f32_matches_a_naive_loop_too() {
     check::<f32>(1e-6);
+}
+
+/// The small products' dot columns add up sixteen vectors' lanes at once
+/// in the order of one horizontal sum each, so to the bit: values of
+/// magnitudes 2⁻²⁰ to 2²⁰, where any other order of the adds rounds
+/// differently.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sixteen_lane_totals_are_sixteen_horizontal_sums() {
+    use std::arch::x86_64::*;
+    if detect_isa() != Isa::Avx512 {
+        return;
+    }
+    let value = |i: usize| {
+        let sign = if i % 3 == 0 { -1.0 } else { 1.0 };
+        sign * (1.0 + (i * 7919 % 1000) as f32 / 1000.0) * 2f32.powi((i * 37 % 41) as i32 - 20)
+    };
+    let lanes: [[f32; 16]; 16] =
+        std::array::from_fn(|v| std::array::from_fn(|l| value(16 * v + l)));
+    // SAFETY: this CPU has AVX-512 (checked above).
+    unsafe {
+        let vectors = lanes.map(|lanes| _mm512_loadu_ps(lanes.as_ptr()));
+        let totals = small::lane_totals(vectors);
+        for (v, vector) in vectors.iter().enumerate() {
+            assert_eq!(
+                totals[v].to_bits(),
+                _mm512_reduce_add_ps(*vector).to_bits(),
+                "vector {v}"
+            );
+        }
+        // The order matters at these magnitudes: summing in lane order differs somewhere.
+        assert!((0..16).any(|v| lanes[v].iter().sum::<f32>().to_bits() != totals[v].to_bits()));
+    }
 }
 
 /// Sixteen threads cut products with few row blocks into column chunks
