@@ -127,7 +127,7 @@ fn sixteen_lane_totals_are_sixteen_horizontal_sums() {
         return;
     }
     let value = |i: usize| {
-        let sign = if i % 3 == 0 { -1.0 } else { 1.0 };
+        let sign = if i.is_multiple_of(3) { -1.0 } else { 1.0 };
         sign * (1.0 + (i * 7919 % 1000) as f32 / 1000.0) * 2f32.powi((i * 37 % 41) as i32 - 20)
     };
     let lanes: [[f32; 16]; 16] =
