@@ -5,7 +5,7 @@
 //! moved (one read and one write of the tensor), so "GiB/s" is bandwidth.
 //! `benches/README.md` puts the figures against this machine's peak.
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
 use ops::{DType, Tensor};
 
 fn tensor(shape: &[usize]) -> Tensor {
@@ -109,4 +109,15 @@ fn rowwise(c: &mut Criterion) {
 }
 
 criterion_group!(benches, matmul, gemm, rowwise);
-criterion_main!(benches);
+/// criterion's `criterion_main!`, run on a thread of a rayon pool as `msn`
+/// runs its commands (`cli/src/threads.rs`): an op called from outside the
+/// pool would pay a hand-off to the pool's threads and back on every call.
+fn main() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .build()
+        .expect("starting the CPU threads");
+    pool.install(|| {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    });
+}

@@ -11,6 +11,7 @@ mod plot;
 mod pretrain;
 mod run_folder;
 mod stop;
+mod threads;
 mod viz;
 mod world;
 
@@ -49,19 +50,28 @@ fn main() -> ExitCode {
     allocator::keep_freed_memory();
     stop::quiet_broken_pipes();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Gradcheck(args) => gradcheck::run(args),
-        Command::Pretrain(args) => pretrain::run(*args),
-        Command::Eval(args) => eval::run(*args).map(|()| ExitCode::SUCCESS),
-        Command::Embed(args) => embed::run(*args).map(|()| ExitCode::SUCCESS),
-        Command::Bench(args) => bench::run(*args).map(|()| ExitCode::SUCCESS),
-        Command::Viz(args) => viz::run(*args).map(|()| ExitCode::SUCCESS),
-    };
+    if let Command::Pretrain(args) = &cli.command {
+        // Before any thread starts: the GPU choice is an environment variable.
+        world::pick_gpu(args.device());
+    }
+    let result = threads::pool().and_then(|pool| pool.install(|| run(cli.command)));
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The command itself, on a thread of the compute pool.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Pretrain(args) => pretrain::run(*args),
+        Command::Eval(args) => eval::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Embed(args) => embed::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Viz(args) => viz::run(*args).map(|()| ExitCode::SUCCESS),
     }
 }

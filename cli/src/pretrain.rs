@@ -184,12 +184,16 @@ fn collapse_warning(m: &StepMetrics, prototypes: usize) -> Option<String> {
     }
 }
 
+impl Args {
+    /// The device asked for, which picks this rank's GPU before any thread starts.
+    pub fn device(&self) -> ops::Device {
+        self.device
+    }
+}
+
 /// `msn pretrain`, alone or as one rank of an MPI launch. A rank that fails
 /// ends the whole launch with its error, so that no other rank waits for it.
 pub fn run(args: Args) -> Result<ExitCode> {
-    // Before any thread starts: the GPU choice is an environment variable.
-    crate::world::pick_gpu(args.device);
-    crate::world::share_cores();
     if !(args.collective_timeout.is_finite() && args.collective_timeout > 0.0) {
         bail!(
             "--collective-timeout must be a positive number of seconds, got {}",

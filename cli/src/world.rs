@@ -64,25 +64,19 @@ fn nccl_world(_: Option<std::sync::Arc<dyn msn::dist::Collective>>, _: Duration)
     bail!("--collectives nccl: this build has no CUDA runtime; rebuild with `cargo build --release -p msn-cli --features cuda,mpi`")
 }
 
-/// Shares the machine's cores among the ranks on it: without this, two
-/// ranks on two cores would each start two rayon threads and fight over
-/// them. `RAYON_NUM_THREADS`, when set, decides instead.
-pub fn share_cores() {
+/// This rank's share of the machine's cores, when an MPI launcher started
+/// several ranks on it: without it, two ranks on two cores would each start
+/// two rayon threads and fight over them. `None` (rayon's default: every
+/// core, or `RAYON_NUM_THREADS` when set) otherwise.
+pub fn threads_per_rank() -> Option<usize> {
     // SLURM's variables are there in a batch script's single process too.
-    if msn::dist::launched_by_mpi().is_none() {
-        return;
-    }
-    let Some(local_ranks) = msn::dist::ranks_on_this_machine() else {
-        return;
-    };
+    msn::dist::launched_by_mpi()?;
+    let local_ranks = msn::dist::ranks_on_this_machine()?;
     if local_ranks <= 1 || std::env::var_os("RAYON_NUM_THREADS").is_some() {
-        return;
+        return None;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Fails only when the pool already exists, and then it stays as it is.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads((cores / local_ranks).max(1))
-        .build_global();
+    Some((cores / local_ranks).max(1))
 }
 
 /// Gives each rank on a machine its own GPU, before CUDA starts: the
