@@ -30,6 +30,7 @@
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 mod blocked;
 mod kernels;
@@ -118,37 +119,53 @@ impl<'a, T: Copy> MatRef<'a, T> {
 
 /// Floating-point operations of every product since the process started:
 /// 2·m·n·k each, the multiply and the add of every term (BLAS's convention;
-/// the zero padding of partial tiles is not counted). One counter per rayon
-/// worker, each on its own cache line (slot 0 for every other thread): with
-/// one shared counter, the two cores' atomic adds passed its line back and
-/// forth, 5.5 % of the time of attention's 50×64·64×50 products.
-static PRODUCT_FLOPS: [FlopCounter; COUNTER_SLOTS] =
-    [const { FlopCounter(AtomicU64::new(0)) }; COUNTER_SLOTS];
-/// Slots of [`PRODUCT_FLOPS`]: workers past 63 share them, which is still
-/// exact, only slower.
-const COUNTER_SLOTS: usize = 64;
+/// the zero padding of partial tiles is not counted). Each thread counts
+/// its own on a cache line of its own, which only it writes: one shared
+/// counter's atomic adds passed its line between the cores (5.5 % of the
+/// time of attention's 50×64·64×50 products), and an atomic add even to a
+/// line of one's own waits for the store buffer to drain (0.6 % of a step,
+/// whose small products are thousands).
+static FLOP_COUNTERS: Mutex<Vec<Arc<FlopCounter>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// This thread's counter, listed in [`FLOP_COUNTERS`] on first use.
+    static THIS_THREADS_FLOPS: Arc<FlopCounter> = {
+        let counter = Arc::new(FlopCounter(AtomicU64::new(0)));
+        counters().push(Arc::clone(&counter));
+        counter
+    };
+}
 
 /// A counter alone on its cache line (two lines: the adjacent-line
 /// prefetcher pairs them).
 #[repr(align(128))]
 struct FlopCounter(AtomicU64);
 
+/// Every thread's counter (a thread that panicked while listing one left
+/// the list whole: the push is the only change made under the lock).
+fn counters() -> MutexGuard<'static, Vec<Arc<FlopCounter>>> {
+    FLOP_COUNTERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The floating-point operations of every CPU matrix product so far: the
 /// forward and backward products of linear layers, `matmul` and attention
 /// all go through [`gemm_strided`]. Take the difference across a step to
-/// count the step's. One relaxed add per product, which is at least
-/// thousands of multiply-adds, to a counter no other core writes.
+/// count the step's. The sum of every thread's count, threads that have
+/// ended included.
 pub fn product_flops() -> u64 {
-    PRODUCT_FLOPS
+    counters()
         .iter()
         .map(|counter| counter.0.load(Ordering::Relaxed))
         .sum()
 }
 
-/// Adds a product's operations to this thread's counter.
+/// Adds a product's operations to this thread's counter: a plain load and
+/// store, since no other thread writes it.
 fn count_flops(flops: u64) {
-    let slot = rayon::current_thread_index().map_or(0, |i| 1 + i % (COUNTER_SLOTS - 1));
-    PRODUCT_FLOPS[slot].0.fetch_add(flops, Ordering::Relaxed);
+    THIS_THREADS_FLOPS.with(|counter| {
+        let count = &counter.0;
+        count.store(count.load(Ordering::Relaxed) + flops, Ordering::Relaxed);
+    });
 }
 
 /// [`blocked`] with one element type's micro-kernel for one ISA.
