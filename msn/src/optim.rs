@@ -139,18 +139,11 @@ fn in_place_3(
     c: &mut Tensor,
     mut f: impl FnMut(&mut [f32], &mut [f32], &mut [f32]),
 ) -> Result<()> {
-    let mut status = Ok(());
+    let (mut b_status, mut c_status) = (Ok(()), Ok(()));
     a.map_in_place::<f32>(|a| {
-        let outer = b.map_in_place::<f32>(|b| {
-            if let Err(e) = c.map_in_place::<f32>(|c| f(a, b, c)) {
-                status = Err(e);
-            }
-        });
-        if let Err(e) = outer {
-            status = Err(e);
-        }
+        b_status = b.map_in_place::<f32>(|b| c_status = c.map_in_place::<f32>(|c| f(a, b, c)));
     })?;
-    Ok(status?)
+    Ok(b_status.and(c_status)?)
 }
 
 /// The total L2 norm of the gradients in clipped groups; when it exceeds

@@ -149,9 +149,10 @@ fn counters() -> MutexGuard<'static, Vec<Arc<FlopCounter>>> {
 
 /// The floating-point operations of every CPU matrix product so far: the
 /// forward and backward products of linear layers, `matmul` and attention
-/// all go through [`gemm_strided`]. Take the difference across a step to
-/// count the step's. The sum of every thread's count, threads that have
-/// ended included.
+/// all reach the one place that counts them, whichever entry point they
+/// take ([`gemm`], [`gemm_new`], the strided ones). Take the difference
+/// across a step to count the step's. The sum of every thread's count,
+/// threads that have ended included.
 pub fn product_flops() -> u64 {
     counters()
         .iter()
