@@ -40,6 +40,14 @@ static double now(void) {
 #define ZSIX(op, src) SIX(op, src, "%%zmm14", "%%zmm15", "%%zmm16", "%%zmm17", "%%zmm18", "%%zmm19")
 #define YSIX(op, src) SIX(op, src, "%%ymm14", "%%ymm15", "%%ymm14", "%%ymm15", "%%ymm14", "%%ymm15")
 
+/* Eight loads of one kind from `buffer` at the given byte offsets, into
+   registers 14 to 21 of kind `x` ("ymm" or "zmm"). */
+#define LOAD(op, x, offset, reg) op " " #offset "(%0),%%" x #reg "\n"
+#define EIGHT_LOADS(op, x, o0, o1, o2, o3, o4, o5, o6, o7)                      \
+    LOAD(op, x, o0, 14) LOAD(op, x, o1, 15) LOAD(op, x, o2, 16)                 \
+    LOAD(op, x, o3, 17) LOAD(op, x, o4, 18) LOAD(op, x, o5, 19)                 \
+    LOAD(op, x, o6, 20) LOAD(op, x, o7, 21)
+
 #define CLOBBERS                                                               \
     "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",     \
         "xmm9", "xmm10", "xmm11", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",  \
@@ -79,18 +87,12 @@ int main(void) {
     report("vshuff64x2 zmm (cross-lane)", 6, TIME(FMAS ZSIX("vshuff64x2", "$0x4e,%%zmm12,%%zmm13")));
     report("vpermps zmm (cross-lane)", 6, TIME(FMAS ZSIX("vpermps", "%%zmm12,%%zmm13")));
     report("vpermt2ps zmm (cross-lane)", 6, TIME(FMAS ZSIX("vpermt2ps", "%%zmm12,%%zmm13")));
-    report("vbroadcastss zmm from L1", 8, TIME(FMAS
-        "vbroadcastss (%0),%%zmm14\n vbroadcastss 4(%0),%%zmm15\n vbroadcastss 8(%0),%%zmm16\n"
-        "vbroadcastss 12(%0),%%zmm17\n vbroadcastss 16(%0),%%zmm18\n vbroadcastss 20(%0),%%zmm19\n"
-        "vbroadcastss 24(%0),%%zmm20\n vbroadcastss 28(%0),%%zmm21\n"));
-    report("vmovups ymm load from L1", 8, TIME(FMAS
-        "vmovups (%0),%%ymm14\n vmovups 32(%0),%%ymm15\n vmovups 64(%0),%%ymm16\n"
-        "vmovups 96(%0),%%ymm17\n vmovups 128(%0),%%ymm18\n vmovups 160(%0),%%ymm19\n"
-        "vmovups 192(%0),%%ymm20\n vmovups 224(%0),%%ymm21\n"));
-    report("vmovups zmm load from L1", 8, TIME(FMAS
-        "vmovups (%0),%%zmm14\n vmovups 64(%0),%%zmm15\n vmovups 128(%0),%%zmm16\n"
-        "vmovups 192(%0),%%zmm17\n vmovups 256(%0),%%zmm18\n vmovups 320(%0),%%zmm19\n"
-        "vmovups 384(%0),%%zmm20\n vmovups 448(%0),%%zmm21\n"));
+    report("vbroadcastss zmm from L1", 8,
+           TIME(FMAS EIGHT_LOADS("vbroadcastss", "zmm", 0, 4, 8, 12, 16, 20, 24, 28)));
+    report("vmovups ymm load from L1", 8,
+           TIME(FMAS EIGHT_LOADS("vmovups", "ymm", 0, 32, 64, 96, 128, 160, 192, 224)));
+    report("vmovups zmm load from L1", 8,
+           TIME(FMAS EIGHT_LOADS("vmovups", "zmm", 0, 64, 128, 192, 256, 320, 384, 448)));
     report("vinsertf128 ymm from L1", 8, TIME(FMAS
         "vinsertf128 $1,(%0),%%ymm12,%%ymm14\n vinsertf128 $1,16(%0),%%ymm12,%%ymm15\n"
         "vinsertf128 $1,32(%0),%%ymm12,%%ymm14\n vinsertf128 $1,48(%0),%%ymm12,%%ymm15\n"
