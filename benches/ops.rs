@@ -21,7 +21,8 @@ fn tensor(shape: &[usize]) -> Tensor {
 /// transposed (`x·Wᵀ`, linear's layout); the backward pass has the input
 /// gradient `g·W` and the weight gradient `gᵀ·x`, whose shared axis is every
 /// token. Together these classes are 97 % of the step's products; attention's
-/// per-head products (one thread each, heads in parallel) are the rest.
+/// per-head products (one thread each, heads in parallel) are the rest, timed
+/// in [`attention`].
 /// (what, m, k, n, a transposed, b transposed): op(a) is m×k, op(b) k×n.
 const STEP_PRODUCTS: [(&str, usize, usize, usize, bool, bool); 12] = [
     ("qkv forward", ROWS, 192, 576, false, true),
@@ -83,6 +84,133 @@ fn gemm(c: &mut Criterion) {
     group.finish();
 }
 
+/// The six per-head products of attention at 50 tokens, as the step's
+/// `qkv_attention` runs them: 128 images of 3 heads of 64, each head's q, k
+/// and v read in place from the packed `[128, 50, 576]` projection (rows 2,304
+/// bytes apart), the images in parallel and an image's heads in turn, each
+/// product on one thread into outputs allocated once (the `gemm/` column's
+/// convention). Forward: the scores `q·kᵀ` and `P·V`; backward: `dV = Pᵀ·dO`,
+/// `dP = dO·vᵀ`, `dQ = dS·k` and `dK = dSᵀ·q`. Each is 384 products of
+/// 2·50·50·64 operations.
+fn attention(c: &mut Criterion) {
+    use ops::cpu::gemm::{gemm_write_strided, MatRef};
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    const IMAGES: usize = 128;
+    const HEADS: usize = 3;
+    const TOKENS: usize = 50;
+    const WIDTH: usize = 64;
+    const MODEL: usize = HEADS * WIDTH;
+    let qkv = tensor(&[IMAGES, TOKENS, 3 * MODEL]).to_vec_f32();
+    let go = tensor(&[IMAGES, TOKENS, MODEL]).to_vec_f32();
+    // Probabilities and their gradient: one `[50, 50]` block per head.
+    let p = tensor(&[IMAGES * HEADS, TOKENS, TOKENS]).to_vec_f32();
+    // Where a product writes, as in the step: a head's own `[50, 50]` block
+    // (the scores, dP), its columns of the `[128, 50, 192]` output (`P·V`), or
+    // its columns of one part of the packed `[128, 50, 576]` gradient.
+    #[derive(Clone, Copy)]
+    enum Target {
+        Scores,
+        Output,
+        Gradient { part: usize },
+    }
+    let mut scores = vec![MaybeUninit::<f32>::uninit(); IMAGES * HEADS * TOKENS * TOKENS];
+    let mut output = vec![MaybeUninit::<f32>::uninit(); IMAGES * TOKENS * MODEL];
+    let mut gradient = vec![MaybeUninit::<f32>::uninit(); IMAGES * TOKENS * 3 * MODEL];
+    // One head's operands; `p` is P, or dS in the backward pass (both `[50, 50]`).
+    #[derive(Clone, Copy)]
+    struct Head<'a> {
+        q: MatRef<'a, f32>,
+        k: MatRef<'a, f32>,
+        v: MatRef<'a, f32>,
+        go: MatRef<'a, f32>,
+        p: MatRef<'a, f32>,
+    }
+    // A head's `[50, 64]` operand: the columns from `column` of an image's
+    // block of rows `row` wide, read in place.
+    fn columns(block: &[f32], row: usize, column: usize) -> MatRef<'_, f32> {
+        MatRef {
+            data: &block[column..],
+            row_stride: row,
+            col_stride: 1,
+        }
+    }
+    // The slice of a `[50, row]` block that holds `WIDTH` columns from `column`.
+    let span = |row: usize, column: usize| column..column + (TOKENS - 1) * row + WIDTH;
+    let mut group = c.benchmark_group("attention");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(
+        (IMAGES * HEADS * 2 * TOKENS * TOKENS * WIDTH) as u64,
+    ));
+    type Product = fn(Head, &mut [MaybeUninit<f32>], usize);
+    let products: [(&str, Target, Product); 6] = [
+        ("scores q·kT", Target::Scores, |h, c, ldc| {
+            gemm_write_strided(TOKENS, TOKENS, WIDTH, h.q, h.k.transposed(), c, ldc, false)
+        }),
+        ("out P·V", Target::Output, |h, c, ldc| {
+            gemm_write_strided(TOKENS, WIDTH, TOKENS, h.p, h.v, c, ldc, false)
+        }),
+        ("dV = PT·dO", Target::Gradient { part: 2 }, |h, c, ldc| {
+            gemm_write_strided(TOKENS, WIDTH, TOKENS, h.p.transposed(), h.go, c, ldc, false)
+        }),
+        ("dP = dO·vT", Target::Scores, |h, c, ldc| {
+            gemm_write_strided(TOKENS, TOKENS, WIDTH, h.go, h.v.transposed(), c, ldc, false)
+        }),
+        ("dQ = dS·k", Target::Gradient { part: 0 }, |h, c, ldc| {
+            gemm_write_strided(TOKENS, WIDTH, TOKENS, h.p, h.k, c, ldc, false)
+        }),
+        ("dK = dST·q", Target::Gradient { part: 1 }, |h, c, ldc| {
+            gemm_write_strided(TOKENS, WIDTH, TOKENS, h.p.transposed(), h.q, c, ldc, false)
+        }),
+    ];
+    for (what, target, product) in products {
+        group.bench_function(BenchmarkId::new(what, "384x50x64x50"), |bench| {
+            bench.iter(|| {
+                let (out, out_block) = match target {
+                    Target::Scores => (&mut scores, HEADS * TOKENS * TOKENS),
+                    Target::Output => (&mut output, TOKENS * MODEL),
+                    Target::Gradient { .. } => (&mut gradient, TOKENS * 3 * MODEL),
+                };
+                out.par_chunks_mut(out_block)
+                    .zip(qkv.par_chunks(TOKENS * 3 * MODEL))
+                    .zip(go.par_chunks(TOKENS * MODEL))
+                    .zip(p.par_chunks(HEADS * TOKENS * TOKENS))
+                    .for_each(|(((out, qkv), go), p)| {
+                        for head in 0..HEADS {
+                            // q, k and v: parts 0, 1 and 2 of the projection's row.
+                            let part = |part| columns(qkv, 3 * MODEL, part * MODEL + head * WIDTH);
+                            let operands = Head {
+                                q: part(0),
+                                k: part(1),
+                                v: part(2),
+                                go: columns(go, MODEL, head * WIDTH),
+                                p: MatRef::new(
+                                    &p[head * TOKENS * TOKENS..][..TOKENS * TOKENS],
+                                    TOKENS,
+                                    false,
+                                ),
+                            };
+                            let (c, ldc) = match target {
+                                Target::Scores => (
+                                    &mut out[head * TOKENS * TOKENS..][..TOKENS * TOKENS],
+                                    TOKENS,
+                                ),
+                                Target::Output => (&mut out[span(MODEL, head * WIDTH)], MODEL),
+                                Target::Gradient { part } => {
+                                    let column = part * MODEL + head * WIDTH;
+                                    (&mut out[span(3 * MODEL, column)], 3 * MODEL)
+                                }
+                            };
+                            product(operands, c, ldc);
+                        }
+                    });
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn rowwise(c: &mut Criterion) {
     let mut group = c.benchmark_group("rowwise");
     group.sample_size(20);
@@ -108,7 +236,7 @@ fn rowwise(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, gemm, rowwise);
+criterion_group!(benches, matmul, gemm, attention, rowwise);
 /// criterion's `criterion_main!`, run on a thread of a rayon pool as `msn`
 /// runs its commands (`cli/src/threads.rs`): an op called from outside the
 /// pool would pay a hand-off to the pool's threads and back on every call.
