@@ -114,9 +114,32 @@ fn attention(c: &mut Criterion) {
         Output,
         Gradient { part: usize },
     }
-    let mut scores = vec![MaybeUninit::<f32>::uninit(); IMAGES * HEADS * TOKENS * TOKENS];
-    let mut output = vec![MaybeUninit::<f32>::uninit(); IMAGES * TOKENS * MODEL];
-    let mut gradient = vec![MaybeUninit::<f32>::uninit(); IMAGES * TOKENS * 3 * MODEL];
+    impl Target {
+        /// One image's block of the output.
+        fn block(self) -> usize {
+            match self {
+                Target::Scores => HEADS * TOKENS * TOKENS,
+                Target::Output => TOKENS * MODEL,
+                Target::Gradient { .. } => TOKENS * 3 * MODEL,
+            }
+        }
+
+        /// Where head `head`'s C lies in its image's block, and C's leading
+        /// dimension.
+        fn place(self, head: usize) -> (std::ops::Range<usize>, usize) {
+            // The `WIDTH` columns from `column` of 50 rows `row` wide.
+            let span = |row: usize, column: usize| column..column + (TOKENS - 1) * row + WIDTH;
+            match self {
+                Target::Scores => (head * TOKENS * TOKENS..(head + 1) * TOKENS * TOKENS, TOKENS),
+                Target::Output => (span(MODEL, head * WIDTH), MODEL),
+                Target::Gradient { part } => {
+                    (span(3 * MODEL, part * MODEL + head * WIDTH), 3 * MODEL)
+                }
+            }
+        }
+    }
+    // Large enough for any target's blocks; each product writes its own.
+    let mut out = vec![MaybeUninit::<f32>::uninit(); IMAGES * TOKENS * 3 * MODEL];
     // One head's operands; `p` is P, or dS in the backward pass (both `[50, 50]`).
     #[derive(Clone, Copy)]
     struct Head<'a> {
@@ -135,8 +158,6 @@ fn attention(c: &mut Criterion) {
             col_stride: 1,
         }
     }
-    // The slice of a `[50, row]` block that holds `WIDTH` columns from `column`.
-    let span = |row: usize, column: usize| column..column + (TOKENS - 1) * row + WIDTH;
     let mut group = c.benchmark_group("attention");
     group.sample_size(20);
     group.throughput(Throughput::Elements(
@@ -166,12 +187,7 @@ fn attention(c: &mut Criterion) {
     for (what, target, product) in products {
         group.bench_function(BenchmarkId::new(what, "384x50x64x50"), |bench| {
             bench.iter(|| {
-                let (out, out_block) = match target {
-                    Target::Scores => (&mut scores, HEADS * TOKENS * TOKENS),
-                    Target::Output => (&mut output, TOKENS * MODEL),
-                    Target::Gradient { .. } => (&mut gradient, TOKENS * 3 * MODEL),
-                };
-                out.par_chunks_mut(out_block)
+                out.par_chunks_mut(target.block())
                     .zip(qkv.par_chunks(TOKENS * 3 * MODEL))
                     .zip(go.par_chunks(TOKENS * MODEL))
                     .zip(p.par_chunks(HEADS * TOKENS * TOKENS))
@@ -190,18 +206,8 @@ fn attention(c: &mut Criterion) {
                                     false,
                                 ),
                             };
-                            let (c, ldc) = match target {
-                                Target::Scores => (
-                                    &mut out[head * TOKENS * TOKENS..][..TOKENS * TOKENS],
-                                    TOKENS,
-                                ),
-                                Target::Output => (&mut out[span(MODEL, head * WIDTH)], MODEL),
-                                Target::Gradient { part } => {
-                                    let column = part * MODEL + head * WIDTH;
-                                    (&mut out[span(3 * MODEL, column)], 3 * MODEL)
-                                }
-                            };
-                            product(operands, c, ldc);
+                            let (c, ldc) = target.place(head);
+                            product(operands, &mut out[c], ldc);
                         }
                     });
                 black_box(&out);
