@@ -84,30 +84,45 @@ fn gemm(c: &mut Criterion) {
     group.finish();
 }
 
-/// The six per-head products of attention at 50 tokens, as the step's
-/// `qkv_attention` runs them: 128 images of 3 heads of 64, each head's q, k
-/// and v read in place from the packed `[128, 50, 576]` projection (rows 2,304
-/// bytes apart), the images in parallel and an image's heads in turn, each
-/// product on one thread into outputs allocated once (the `gemm/` column's
-/// convention). Forward: the scores `q·kᵀ` and `P·V`; backward: `dV = Pᵀ·dO`,
-/// `dP = dO·vᵀ`, `dQ = dS·k` and `dK = dSᵀ·q`. Each is 384 products of
-/// 2·50·50·64 operations.
+/// The six per-head products of attention, as the step's `qkv_attention`
+/// runs them, at each token count of an `fmnist-tiny-v1` step at batch 128:
+/// 50 (the target's views: it runs only the forward pair, the scores and
+/// `P·V`, all six being timed for a view that keeps every patch), 35 (the
+/// masked anchor's views) and 10 (the 512 focal views). Each head's q, k and
+/// v are read in place from the packed `[images, tokens, 576]` projection
+/// (rows 2,304 bytes apart), the images in parallel and an image's heads in
+/// turn, each product on one thread into outputs allocated once (the `gemm/`
+/// column's convention). Forward: the scores `q·kᵀ` and `P·V`; backward:
+/// `dV = Pᵀ·dO`, `dP = dO·vᵀ`, `dQ = dS·k` and `dK = dSᵀ·q`.
 fn attention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attention");
+    group.sample_size(20);
+    for (images, tokens) in [(128, 50), (128, 35), (512, 10)] {
+        attention_at(&mut group, images, tokens);
+    }
+    group.finish();
+}
+
+/// [`attention`]'s six products for `images` images of `tokens` tokens.
+fn attention_at(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    images: usize,
+    tokens: usize,
+) {
     use ops::cpu::gemm::{gemm_write_strided, MatRef};
     use rayon::prelude::*;
     use std::mem::MaybeUninit;
-    const IMAGES: usize = 128;
     const HEADS: usize = 3;
-    const TOKENS: usize = 50;
     const WIDTH: usize = 64;
     const MODEL: usize = HEADS * WIDTH;
-    let qkv = tensor(&[IMAGES, TOKENS, 3 * MODEL]).to_vec_f32();
-    let go = tensor(&[IMAGES, TOKENS, MODEL]).to_vec_f32();
-    // Probabilities and their gradient: one `[50, 50]` block per head.
-    let p = tensor(&[IMAGES * HEADS, TOKENS, TOKENS]).to_vec_f32();
-    // Where a product writes, as in the step: a head's own `[50, 50]` block
-    // (the scores, dP), its columns of the `[128, 50, 192]` output (`P·V`), or
-    // its columns of one part of the packed `[128, 50, 576]` gradient.
+    let qkv = tensor(&[images, tokens, 3 * MODEL]).to_vec_f32();
+    let go = tensor(&[images, tokens, MODEL]).to_vec_f32();
+    // Probabilities and their gradient: one `[tokens, tokens]` block per head.
+    let p = tensor(&[images * HEADS, tokens, tokens]).to_vec_f32();
+    // Where a product writes, as in the step: a head's own `[tokens, tokens]`
+    // block (the scores, dP), its columns of the `[images, tokens, 192]`
+    // output (`P·V`), or its columns of one part of the packed
+    // `[images, tokens, 576]` gradient.
     #[derive(Clone, Copy)]
     enum Target {
         Scores,
@@ -116,21 +131,21 @@ fn attention(c: &mut Criterion) {
     }
     impl Target {
         /// One image's block of the output.
-        fn block(self) -> usize {
+        fn block(self, tokens: usize) -> usize {
             match self {
-                Target::Scores => HEADS * TOKENS * TOKENS,
-                Target::Output => TOKENS * MODEL,
-                Target::Gradient { .. } => TOKENS * 3 * MODEL,
+                Target::Scores => HEADS * tokens * tokens,
+                Target::Output => tokens * MODEL,
+                Target::Gradient { .. } => tokens * 3 * MODEL,
             }
         }
 
         /// Where head `head`'s C lies in its image's block, and C's leading
         /// dimension.
-        fn place(self, head: usize) -> (std::ops::Range<usize>, usize) {
-            // The `WIDTH` columns from `column` of 50 rows `row` wide.
-            let span = |row: usize, column: usize| column..column + (TOKENS - 1) * row + WIDTH;
+        fn place(self, tokens: usize, head: usize) -> (std::ops::Range<usize>, usize) {
+            // The `WIDTH` columns from `column` of `tokens` rows `row` wide.
+            let span = |row: usize, column: usize| column..column + (tokens - 1) * row + WIDTH;
             match self {
-                Target::Scores => (head * TOKENS * TOKENS..(head + 1) * TOKENS * TOKENS, TOKENS),
+                Target::Scores => (head * tokens * tokens..(head + 1) * tokens * tokens, tokens),
                 Target::Output => (span(MODEL, head * WIDTH), MODEL),
                 Target::Gradient { part } => {
                     (span(3 * MODEL, part * MODEL + head * WIDTH), 3 * MODEL)
@@ -139,18 +154,20 @@ fn attention(c: &mut Criterion) {
         }
     }
     // Large enough for any target's blocks; each product writes its own.
-    let mut out = vec![MaybeUninit::<f32>::uninit(); IMAGES * TOKENS * 3 * MODEL];
-    // One head's operands; `p` is P, or dS in the backward pass (both `[50, 50]`).
+    let mut out = vec![MaybeUninit::<f32>::uninit(); images * tokens * 3 * MODEL];
+    // One head's operands; `p` is P, or dS in the backward pass (both
+    // `[tokens, tokens]`).
     #[derive(Clone, Copy)]
     struct Head<'a> {
+        tokens: usize,
         q: MatRef<'a, f32>,
         k: MatRef<'a, f32>,
         v: MatRef<'a, f32>,
         go: MatRef<'a, f32>,
         p: MatRef<'a, f32>,
     }
-    // A head's `[50, 64]` operand: the columns from `column` of an image's
-    // block of rows `row` wide, read in place.
+    // A head's `[tokens, 64]` operand: the columns from `column` of an
+    // image's block of rows `row` wide, read in place.
     fn columns(block: &[f32], row: usize, column: usize) -> MatRef<'_, f32> {
         MatRef {
             data: &block[column..],
@@ -158,55 +175,61 @@ fn attention(c: &mut Criterion) {
             col_stride: 1,
         }
     }
-    let mut group = c.benchmark_group("attention");
-    group.sample_size(20);
     group.throughput(Throughput::Elements(
-        (IMAGES * HEADS * 2 * TOKENS * TOKENS * WIDTH) as u64,
+        (images * HEADS * 2 * tokens * tokens * WIDTH) as u64,
     ));
     type Product = fn(Head, &mut [MaybeUninit<f32>], usize);
     let products: [(&str, Target, Product); 6] = [
         ("scores q·kT", Target::Scores, |h, c, ldc| {
-            gemm_write_strided(TOKENS, TOKENS, WIDTH, h.q, h.k.transposed(), c, ldc, false)
+            let t = h.tokens;
+            gemm_write_strided(t, t, WIDTH, h.q, h.k.transposed(), c, ldc, false)
         }),
         ("out P·V", Target::Output, |h, c, ldc| {
-            gemm_write_strided(TOKENS, WIDTH, TOKENS, h.p, h.v, c, ldc, false)
+            let t = h.tokens;
+            gemm_write_strided(t, WIDTH, t, h.p, h.v, c, ldc, false)
         }),
         ("dV = PT·dO", Target::Gradient { part: 2 }, |h, c, ldc| {
-            gemm_write_strided(TOKENS, WIDTH, TOKENS, h.p.transposed(), h.go, c, ldc, false)
+            let t = h.tokens;
+            gemm_write_strided(t, WIDTH, t, h.p.transposed(), h.go, c, ldc, false)
         }),
         ("dP = dO·vT", Target::Scores, |h, c, ldc| {
-            gemm_write_strided(TOKENS, TOKENS, WIDTH, h.go, h.v.transposed(), c, ldc, false)
+            let t = h.tokens;
+            gemm_write_strided(t, t, WIDTH, h.go, h.v.transposed(), c, ldc, false)
         }),
         ("dQ = dS·k", Target::Gradient { part: 0 }, |h, c, ldc| {
-            gemm_write_strided(TOKENS, WIDTH, TOKENS, h.p, h.k, c, ldc, false)
+            let t = h.tokens;
+            gemm_write_strided(t, WIDTH, t, h.p, h.k, c, ldc, false)
         }),
         ("dK = dST·q", Target::Gradient { part: 1 }, |h, c, ldc| {
-            gemm_write_strided(TOKENS, WIDTH, TOKENS, h.p.transposed(), h.q, c, ldc, false)
+            let t = h.tokens;
+            gemm_write_strided(t, WIDTH, t, h.p.transposed(), h.q, c, ldc, false)
         }),
     ];
+    let shape = format!("{}x{tokens}x64x{tokens}", images * HEADS);
     for (what, target, product) in products {
-        group.bench_function(BenchmarkId::new(what, "384x50x64x50"), |bench| {
+        group.bench_function(BenchmarkId::new(what, &shape), |bench| {
             bench.iter(|| {
-                out.par_chunks_mut(target.block())
-                    .zip(qkv.par_chunks(TOKENS * 3 * MODEL))
-                    .zip(go.par_chunks(TOKENS * MODEL))
-                    .zip(p.par_chunks(HEADS * TOKENS * TOKENS))
+                out.par_chunks_mut(target.block(tokens))
+                    .zip(qkv.par_chunks(tokens * 3 * MODEL))
+                    .zip(go.par_chunks(tokens * MODEL))
+                    .zip(p.par_chunks(HEADS * tokens * tokens))
                     .for_each(|(((out, qkv), go), p)| {
                         for head in 0..HEADS {
                             // q, k and v: parts 0, 1 and 2 of the projection's row.
                             let part = |part| columns(qkv, 3 * MODEL, part * MODEL + head * WIDTH);
                             let operands = Head {
+                                tokens,
                                 q: part(0),
                                 k: part(1),
                                 v: part(2),
                                 go: columns(go, MODEL, head * WIDTH),
                                 p: MatRef::new(
-                                    &p[head * TOKENS * TOKENS..][..TOKENS * TOKENS],
-                                    TOKENS,
+                                    &p[head * tokens * tokens..][..tokens * tokens],
+                                    tokens,
                                     false,
                                 ),
                             };
-                            let (c, ldc) = target.place(head);
+                            let (c, ldc) = target.place(tokens, head);
                             product(operands, &mut out[c], ldc);
                         }
                     });
@@ -214,7 +237,6 @@ fn attention(c: &mut Criterion) {
             })
         });
     }
-    group.finish();
 }
 
 fn rowwise(c: &mut Criterion) {

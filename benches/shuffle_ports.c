@@ -89,6 +89,13 @@ int main(void) {
     report("vpermt2ps zmm (cross-lane)", 6, TIME(FMAS ZSIX("vpermt2ps", "%%zmm12,%%zmm13")));
     report("vbroadcastss zmm from L1", 8,
            TIME(FMAS EIGHT_LOADS("vbroadcastss", "zmm", 0, 4, 8, 12, 16, 20, 24, 28)));
+    /* A 128- or 256-bit piece broadcast to a zmm register (the row of A
+       that a (column, k mod 4) or (column, k mod 8) layout of lanes needs
+       for every FMA group, session 24). */
+    report("vbroadcastf32x4 zmm from L1", 8,
+           TIME(FMAS EIGHT_LOADS("vbroadcastf32x4", "zmm", 0, 16, 32, 48, 64, 80, 96, 112)));
+    report("vbroadcastf64x4 zmm from L1", 8,
+           TIME(FMAS EIGHT_LOADS("vbroadcastf64x4", "zmm", 0, 32, 64, 96, 128, 160, 192, 224)));
     report("vmovups ymm load from L1", 8,
            TIME(FMAS EIGHT_LOADS("vmovups", "ymm", 0, 32, 64, 96, 128, 160, 192, 224)));
     report("vmovups zmm load from L1", 8,
@@ -101,5 +108,11 @@ int main(void) {
     report("vmovups ymm store to L1", 4, TIME(FMAS
         "vmovups %%ymm14,256(%0)\n vmovups %%ymm15,288(%0)\n vmovups %%ymm14,320(%0)\n"
         "vmovups %%ymm15,352(%0)\n"));
+    report("vmovups xmm store to L1", 4, TIME(FMAS
+        "vmovups %%xmm14,256(%0)\n vmovups %%xmm15,272(%0)\n vmovups %%xmm14,288(%0)\n"
+        "vmovups %%xmm15,304(%0)\n"));
+    report("vmovups zmm store to L1", 4, TIME(FMAS
+        "vmovups %%zmm14,256(%0)\n vmovups %%zmm15,320(%0)\n vmovups %%zmm14,384(%0)\n"
+        "vmovups %%zmm15,448(%0)\n"));
     return 0;
 }

@@ -11,7 +11,9 @@
 //! copied once into rows of `16·V ≥ n` values (zeros past n), through 8×8
 //! register transposes when it is `kᵀ`; each group of rows of C is summed
 //! in zmm registers over all of k, reading A's values where they lie: no
-//! packing of A, at most 15 padding columns.
+//! packing of A, at most 15 padding columns. When A's rows and Bᵀ's are
+//! contiguous (`q·kᵀ`), the few columns past the last whole vector, or all
+//! of them when there are fewer than 16, go as dot products instead.
 //!
 //! Other element types and instruction sets keep the blocked path: the same
 //! loops written for the compiler to vectorise were compiled to scalar code
@@ -66,21 +68,14 @@ pub(super) fn multiply<T: ScratchElement>(
         )
     };
     let job = Job { m, n, k, a, ldc };
-    // A few columns past the last whole vector go as dot products when A's
-    // rows and Bᵀ's are contiguous (attention's `q·kᵀ` and `go·vᵀ`: 50
-    // columns would pad to 64, and a quarter of the FMAs would add zeros).
-    let whole = n / 16 * 16;
-    let dots = whole > 0
-        && (1..=MAX_DOT_COLUMNS).contains(&(n - whole))
-        && a.col_stride == 1
-        && b.row_stride == 1;
-    let vectors = if dots { n / 16 } else { n.div_ceil(16) };
+    let dots_from = first_dot_column(n, a.col_stride == 1 && b.row_stride == 1);
     let vector_job = Job {
-        n: if dots { whole } else { n },
+        n: dots_from,
         ..job
     };
     #[cfg(target_arch = "x86_64")]
-    match vectors {
+    match dots_from.div_ceil(16) {
+        0 => {}
         // SAFETY: `fits` checked that this CPU has AVX-512.
         1 => unsafe { with_width::<1>(vector_job, b, c, bias) },
         2 => unsafe { with_width::<2>(vector_job, b, c, bias) },
@@ -88,9 +83,28 @@ pub(super) fn multiply<T: ScratchElement>(
         _ => unsafe { with_width::<4>(vector_job, b, c, bias) },
     }
     #[cfg(target_arch = "x86_64")]
-    if dots {
-        // SAFETY: as above; A's and Bᵀ's rows are contiguous (checked).
-        unsafe { dot_columns(job, whole, b, c, bias) }
+    for from in (dots_from..n).step_by(MAX_DOT_COLUMNS) {
+        let to = n.min(from + MAX_DOT_COLUMNS);
+        // SAFETY: as above; `first_dot_column` is below n only when A's
+        // and Bᵀ's rows are contiguous.
+        unsafe { dot_columns(Job { n: to, ..job }, from, b, c, bias) }
+    }
+}
+
+/// The first of C's n columns that goes by dot products (n for none), when
+/// A's rows and Bᵀ's are `contiguous` (attention's `q·kᵀ` and `go·vᵀ`): the
+/// few past the last whole vector (50 columns would pad to 64, and a quarter
+/// of the FMAs would add zeros), or all of them when n < 16. A focal view's
+/// 10 columns padded to 16 lanes needed `kᵀ` transposed, and left five
+/// chains of sums over 64 k steps waiting on the FMA's latency: its
+/// `10×64 · 64×10` ran 1.4–1.7× slower than by dot products, and so did
+/// every n from 2 to 15 (at 16, the vector is faster).
+fn first_dot_column(n: usize, contiguous: bool) -> usize {
+    let whole = n / 16 * 16;
+    if contiguous && (whole == 0 || n - whole <= MAX_DOT_COLUMNS) {
+        whole
+    } else {
+        n
     }
 }
 

@@ -36,17 +36,21 @@ fn check<T: GemmElement>(tolerance: f64) {
     let a_4k: MatRef<T> = MatRef::new(&[], 1024, true);
     assert!(blocked::AReads::of(&a_4k) == blocked::AReads::Packed);
     assert!(blocked::AReads::of(&a_t) == blocked::AReads::InPlace);
-    // The first seven run on one thread: through the small-product path
+    // The first nine run on one thread: through the small-product path
     // where it applies (f32 on AVX-512; each width of its padded rows,
     // n up to 16, 32, 48, 64; 1, 2, 3 and 4 columns past a whole vector by
     // dot products when B is transposed, in groups of rows that m does not
-    // fill), else through the blocked one.
+    // fill, and every column so when n < 16: the focal views' 10 as 4, 4
+    // and 2, 7 as 4 and 3 over a k of one whole chunk and a part), else
+    // through the blocked one.
     let sizes = [
         (1, 1, 1),
         (7, 33, 5),
         (13, 19, 33),
         (50, 50, 64),
         (10, 64, 10),
+        (10, 10, 64),
+        (5, 7, 20),
         (127, 16, 128),
         (20, 36, 70),
         (97, 45, 300),
@@ -62,13 +66,13 @@ fn check<T: GemmElement>(tolerance: f64) {
         .iter()
         .filter(|&&(m, n, k)| small::fits::<T>(m, n, k, false));
     let expected = if small::fits::<T>(1, 1, 1, false) {
-        7
+        9
     } else {
         0
     };
     assert_eq!(small.count(), expected);
     for (index, &(m, n, k)) in sizes.iter().enumerate() {
-        let parallel = index >= 7;
+        let parallel = index >= 9;
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a: Vec<T> = (0..m * k)
                 .map(|i| T::from_f64(((i * 37 % 101) as f64 - 50.0) / 25.0))
