@@ -97,8 +97,8 @@ pub(super) fn multiply<T: ScratchElement>(
 /// of the FMAs would add zeros), or all of them when n < 16. A focal view's
 /// 10 columns padded to 16 lanes needed `kᵀ` transposed, and left five
 /// chains of sums over 64 k steps waiting on the FMA's latency: its
-/// `10×64 · 64×10` ran 1.4–1.7× slower than by dot products, and so did
-/// every n from 2 to 15 (at 16, the vector is faster).
+/// `10×64 · 64×10` ran 1.4–1.9× slower than by dot products, and every n
+/// from 2 to 15 ran slower too (at 16, the vector is faster).
 fn first_dot_column(n: usize, contiguous: bool) -> usize {
     let whole = n / 16 * 16;
     if contiguous && (whole == 0 || n - whole <= MAX_DOT_COLUMNS) {
