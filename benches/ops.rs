@@ -159,7 +159,6 @@ fn attention_at(
     // `[tokens, tokens]`).
     #[derive(Clone, Copy)]
     struct Head<'a> {
-        tokens: usize,
         q: MatRef<'a, f32>,
         k: MatRef<'a, f32>,
         v: MatRef<'a, f32>,
@@ -178,32 +177,33 @@ fn attention_at(
     group.throughput(Throughput::Elements(
         (images * HEADS * 2 * tokens * tokens * WIDTH) as u64,
     ));
-    type Product = fn(Head, &mut [MaybeUninit<f32>], usize);
+    // (tokens, the head's operands, C, C's leading dimension).
+    type Product = fn(usize, Head, &mut [MaybeUninit<f32>], usize);
     let products: [(&str, Target, Product); 6] = [
-        ("scores q·kT", Target::Scores, |h, c, ldc| {
-            let t = h.tokens;
+        ("scores q·kT", Target::Scores, |t, h, c, ldc| {
             gemm_write_strided(t, t, WIDTH, h.q, h.k.transposed(), c, ldc, false)
         }),
-        ("out P·V", Target::Output, |h, c, ldc| {
-            let t = h.tokens;
+        ("out P·V", Target::Output, |t, h, c, ldc| {
             gemm_write_strided(t, WIDTH, t, h.p, h.v, c, ldc, false)
         }),
-        ("dV = PT·dO", Target::Gradient { part: 2 }, |h, c, ldc| {
-            let t = h.tokens;
-            gemm_write_strided(t, WIDTH, t, h.p.transposed(), h.go, c, ldc, false)
-        }),
-        ("dP = dO·vT", Target::Scores, |h, c, ldc| {
-            let t = h.tokens;
+        (
+            "dV = PT·dO",
+            Target::Gradient { part: 2 },
+            |t, h, c, ldc| gemm_write_strided(t, WIDTH, t, h.p.transposed(), h.go, c, ldc, false),
+        ),
+        ("dP = dO·vT", Target::Scores, |t, h, c, ldc| {
             gemm_write_strided(t, t, WIDTH, h.go, h.v.transposed(), c, ldc, false)
         }),
-        ("dQ = dS·k", Target::Gradient { part: 0 }, |h, c, ldc| {
-            let t = h.tokens;
-            gemm_write_strided(t, WIDTH, t, h.p, h.k, c, ldc, false)
-        }),
-        ("dK = dST·q", Target::Gradient { part: 1 }, |h, c, ldc| {
-            let t = h.tokens;
-            gemm_write_strided(t, WIDTH, t, h.p.transposed(), h.q, c, ldc, false)
-        }),
+        (
+            "dQ = dS·k",
+            Target::Gradient { part: 0 },
+            |t, h, c, ldc| gemm_write_strided(t, WIDTH, t, h.p, h.k, c, ldc, false),
+        ),
+        (
+            "dK = dST·q",
+            Target::Gradient { part: 1 },
+            |t, h, c, ldc| gemm_write_strided(t, WIDTH, t, h.p.transposed(), h.q, c, ldc, false),
+        ),
     ];
     let shape = format!("{}x{tokens}x64x{tokens}", images * HEADS);
     for (what, target, product) in products {
@@ -218,7 +218,6 @@ fn attention_at(
                             // q, k and v: parts 0, 1 and 2 of the projection's row.
                             let part = |part| columns(qkv, 3 * MODEL, part * MODEL + head * WIDTH);
                             let operands = Head {
-                                tokens,
                                 q: part(0),
                                 k: part(1),
                                 v: part(2),
@@ -230,7 +229,7 @@ fn attention_at(
                                 ),
                             };
                             let (c, ldc) = target.place(tokens, head);
-                            product(operands, &mut out[c], ldc);
+                            product(tokens, operands, &mut out[c], ldc);
                         }
                     });
                 black_box(&out);

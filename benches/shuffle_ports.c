@@ -48,6 +48,12 @@ static double now(void) {
     LOAD(op, x, o3, 17) LOAD(op, x, o4, 18) LOAD(op, x, o5, 19)                 \
     LOAD(op, x, o6, 20) LOAD(op, x, o7, 21)
 
+/* Four stores of registers 14 and 15 of kind `x`, in turn, to `buffer` at
+   the given byte offsets (past the loads' 256 bytes). */
+#define STORE(x, reg, offset) "vmovups %%" x #reg "," #offset "(%0)\n"
+#define FOUR_STORES(x, o0, o1, o2, o3)                                          \
+    STORE(x, 14, o0) STORE(x, 15, o1) STORE(x, 14, o2) STORE(x, 15, o3)
+
 #define CLOBBERS                                                               \
     "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",     \
         "xmm9", "xmm10", "xmm11", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",  \
@@ -105,14 +111,8 @@ int main(void) {
         "vinsertf128 $1,32(%0),%%ymm12,%%ymm14\n vinsertf128 $1,48(%0),%%ymm12,%%ymm15\n"
         "vinsertf128 $1,64(%0),%%ymm12,%%ymm14\n vinsertf128 $1,80(%0),%%ymm12,%%ymm15\n"
         "vinsertf128 $1,96(%0),%%ymm12,%%ymm14\n vinsertf128 $1,112(%0),%%ymm12,%%ymm15\n"));
-    report("vmovups ymm store to L1", 4, TIME(FMAS
-        "vmovups %%ymm14,256(%0)\n vmovups %%ymm15,288(%0)\n vmovups %%ymm14,320(%0)\n"
-        "vmovups %%ymm15,352(%0)\n"));
-    report("vmovups xmm store to L1", 4, TIME(FMAS
-        "vmovups %%xmm14,256(%0)\n vmovups %%xmm15,272(%0)\n vmovups %%xmm14,288(%0)\n"
-        "vmovups %%xmm15,304(%0)\n"));
-    report("vmovups zmm store to L1", 4, TIME(FMAS
-        "vmovups %%zmm14,256(%0)\n vmovups %%zmm15,320(%0)\n vmovups %%zmm14,384(%0)\n"
-        "vmovups %%zmm15,448(%0)\n"));
+    report("vmovups ymm store to L1", 4, TIME(FMAS FOUR_STORES("ymm", 256, 288, 320, 352)));
+    report("vmovups xmm store to L1", 4, TIME(FMAS FOUR_STORES("xmm", 256, 272, 288, 304)));
+    report("vmovups zmm store to L1", 4, TIME(FMAS FOUR_STORES("zmm", 256, 320, 384, 448)));
     return 0;
 }
