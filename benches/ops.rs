@@ -168,11 +168,7 @@ fn attention_at(
     // A head's `[tokens, 64]` operand: the columns from `column` of an
     // image's block of rows `row` wide, read in place.
     fn columns(block: &[f32], row: usize, column: usize) -> MatRef<'_, f32> {
-        MatRef {
-            data: &block[column..],
-            row_stride: row,
-            col_stride: 1,
-        }
+        MatRef::new(&block[column..], row, false)
     }
     group.throughput(Throughput::Elements(
         (images * HEADS * 2 * tokens * tokens * WIDTH) as u64,
